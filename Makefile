@@ -1,0 +1,40 @@
+# Two entry points: `make demo` (install + a short end-to-end CIFAR-10 job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+# Where a CPU-only torch comes from when no local CPU wheel is found (never the CUDA build on a CPU machine).
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then \
+	    $(PIP) install -q "torch==$(TORCH_VERSION)"; \
+	  elif $(PIP) install -q --no-index "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+	    echo "torch $(TORCH_VERSION): local CPU wheel"; \
+	  else \
+	    $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
+	  fi; \
+	fi
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/slimbench demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: install
+	$(PY) benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

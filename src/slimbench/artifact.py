@@ -1,0 +1,194 @@
+"""The model artifact every stage reads and writes: spec, state, structure, quant, lineage, metrics.
+
+One file, written by ``torch.save`` from plain data and tensors only, so it loads with
+``torch.load(weights_only=True)``: a file carrying any other pickled object is refused unread.
+``state_sha256`` covers the spec and every tensor, so edited or corrupted weights are caught on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimbench import __version__
+from slimbench.errors import CheckpointError, ModelError
+from slimbench.models import build_model, normalize_spec
+
+FORMAT = "slimbench.artifact"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Artifact:
+    """A model as data. ``structure`` and ``quant`` stay ``None`` until a stage changes them."""
+
+    spec: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    structure: dict[str, Any] | None = None
+    quant: dict[str, Any] | None = None
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return state_digest(self.spec, self.state)
+
+    @classmethod
+    def from_model(cls, spec: dict[str, Any], model: nn.Module, **kwargs: Any) -> Artifact:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return cls(spec=normalize_spec(spec), state=state, **kwargs)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec,
+            "state": self.state,
+            "structure": self.structure,
+            "quant": self.quant,
+            "lineage": self.lineage,
+            "metrics": self.metrics,
+            "state_sha256": self.digest,
+        }
+
+
+def state_digest(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        h.update(f"{key}:{tensor.dtype}:{list(tensor.shape)}".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load`` restricted to tensors and plain data, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported" in line), "")
+        reason = reason.replace("WeightsUnpickler error: ", "").split(" was not")[0]
+        raise CheckpointError(
+            f"{path}: holds objects other than tensors and plain data; refused without running them"
+            + (f" ({reason[:120]})" if reason else "")
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {first[:160]})") from None
+
+
+def save_artifact(artifact: Artifact, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Write the artifact atomically; ``extra`` holds tensors/plain data such as a resume state."""
+    payload = artifact.to_payload()
+    if extra:
+        payload.update(extra)
+    atomic_torch_save(payload, path)
+
+
+def artifact_from_payload(payload: Any, path: str | Path) -> Artifact:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a slimbench artifact (no '{FORMAT}' header)")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: artifact format version {version}, this slimbench reads version {FORMAT_VERSION}"
+        )
+    artifact = Artifact(
+        spec=payload["spec"], state=payload["state"], structure=payload.get("structure"),
+        quant=payload.get("quant"), lineage=payload.get("lineage") or [], metrics=payload.get("metrics") or {},
+    )
+    if artifact.digest != payload.get("state_sha256"):
+        raise CheckpointError(f"{path}: weights do not match their recorded hash (modified or corrupt)")
+    return artifact
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    return artifact_from_payload(safe_torch_load(path), path)
+
+
+def build_from_artifact(artifact: Artifact, path: str | Path = "artifact") -> nn.Module:
+    """Rebuild the model: architecture from ``spec``, then the weights from ``state``."""
+    try:
+        model = build_model(artifact.spec)
+    except ModelError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    if artifact.structure is not None:
+        raise CheckpointError(f"{path}: pruned structures need a newer slimbench than this one")
+    try:
+        result = model.load_state_dict(artifact.state, strict=False)
+    except RuntimeError as exc:  # a tensor whose shape does not fit the layer
+        detail = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: weights do not fit {artifact.spec['model']}: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
+        missing = ", ".join(result.missing_keys[:3])
+        unexpected = ", ".join(result.unexpected_keys[:3])
+        raise CheckpointError(
+            f"{path}: weights do not fit {artifact.spec['model']} (missing: {missing or '-'}; unexpected: "
+            f"{unexpected or '-'})"
+        )
+    return model
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:
+    """Load an artifact file and rebuild its model, in eval mode."""
+    artifact = load_artifact(path)
+    return build_from_artifact(artifact, path).eval(), artifact
+
+
+def code_version() -> dict[str, Any]:
+    """slimbench version and, when run from a git checkout, its commit."""
+    commit = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"slimbench": __version__, "git_commit": commit, "torch": str(torch.__version__)}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]

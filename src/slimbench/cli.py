@@ -1,0 +1,231 @@
+"""The ``slimbench`` command: a thin typer skin over the Python API (one command per stage)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from slimbench.errors import SlimbenchError
+
+app = typer.Typer(
+    name="slimbench",
+    help="Find light, efficient image classifiers: train, compress, measure, score, export.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder with the dataset files (npz, binary or python batches). "
+                 "Default: $SLIMBENCH_DATA, else the cache (downloaded when absent)."),
+]
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/); flags override it.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name, e.g. resnet20 (see `slimbench models`).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="cifar10, cifar100 or synthetic.")] = None,
+    data_dir: DataDir = None,
+    name: Annotated[str | None, typer.Option(help="Run name: the run directory is runs/NAME.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set optimizer.lr=0.05")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last epoch.")] = None,
+    runs_root: Annotated[Path | None, typer.Option(help="Where run directories go (default ./runs).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Train a model; writes runs/NAME/ (config, log, checkpoints, curves) and a row in runs/slimbench.db."""
+    from slimbench.config import load_config, parse_override
+    from slimbench.train import TrainConfig, resume_training
+    from slimbench.train import train as run_training
+
+    if resume is not None:
+        result = resume_training(resume, epochs=epochs, progress=progress)
+    else:
+        overrides: dict[str, Any] = {}
+        for key, value in (("model.model", model), ("epochs", epochs), ("batch_size", batch_size),
+                           ("optimizer.lr", lr), ("data.name", dataset), ("name", name), ("device", device),
+                           ("data.dir", str(data_dir) if data_dir else None)):
+            if value is not None:
+                overrides[key] = value
+        overrides.update(dict(parse_override(item) for item in set_ or []))
+        if model is not None and config is None:
+            overrides = {k: v for k, v in overrides.items() if k != "model.model"}
+            overrides["model"] = {"model": model}
+        cfg = load_config(TrainConfig, config, overrides)
+        result = run_training(cfg, progress=progress, runs_root=runs_root)
+    m = result.metrics
+    table = Table(title=f"run {result.run_dir}", show_header=False)
+    for label, value in (
+        ("model", str(result.model_path)),
+        ("selected epoch", f"{m['selected_epoch']} ({m['selection']})"),
+        ("validation accuracy", _pct(m.get("val_acc"))),
+        ("test accuracy", _pct(m["test_acc"])),
+        ("parameters", f"{m['params']:,}"),
+        ("training time", f"{m['train_seconds']:.0f} s, {m['mean_images_per_s']:.0f} img/s ({m['precision']})"),
+    ):
+        table.add_row(label, value)
+    console.print(table)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A model artifact (model.pt, best.pt).")],
+    split: Annotated[str, typer.Option(help="test or val (the validation split the run held out).")] = "test",
+    data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the confusion matrix PNG.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Re-evaluate a saved model: accuracy, per-class accuracy, confusion matrix (PNG)."""
+    from slimbench.measure import evaluate_checkpoint
+
+    report = evaluate_checkpoint(checkpoint, split=split, data_dir=data_dir, confusion_png=out)
+    if json_:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{checkpoint} on {report['dataset']} {split} ({report['count']} images)")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for cls, acc in zip(report["classes"], report["per_class"], strict=True):
+        table.add_row(cls, _pct(acc))
+    table.add_row("[bold]all", f"[bold]{_pct(report['accuracy'])}")
+    console.print(table)
+    console.print(f"confusion matrix: {report['confusion_png']}")
+
+
+@app.command()
+def runs(
+    root: Annotated[Path | None, typer.Option(help="Runs folder (default ./runs).")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many runs.")] = 30,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List recorded runs from runs/slimbench.db."""
+    from slimbench.runs import DB_NAME, ResultsStore, default_runs_root
+
+    path = (root or default_runs_root()) / DB_NAME
+    if not path.exists():
+        raise SlimbenchError(f"no results store at {path}: run `slimbench train` first")
+    records = ResultsStore(path).runs(limit)
+    if json_:
+        print(json.dumps([r.__dict__ for r in records], indent=2, default=str))
+        return
+    table = Table(title=str(path))
+    for col in ("id", "name", "command", "status", "model", "epochs", "val", "test", "params", "time", "commit"):
+        table.add_column(col, justify="right" if col in ("id", "epochs", "val", "test", "params", "time") else "left")
+    for r in records:
+        m = r.metrics
+        table.add_row(
+            str(r.id), r.name, r.command, r.status, r.model or "-", str(m.get("epochs_run", "-")),
+            _pct(m.get("val_acc")), _pct(m.get("test_acc")),
+            f"{m['params']:,}" if "params" in m else "-",
+            f"{r.wall_s:.0f}s" if r.wall_s else "-", (r.git_commit or "-")[:8],
+        )
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the model zoo with parameter counts at 10 classes."""
+    from slimbench.models import available_models, build_model, count_parameters, model_arguments
+
+    table = Table(title="slimbench model zoo (10 classes, width 1)")
+    for col in ("model", "parameters", "arguments", "description"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for name, description in available_models().items():
+        params = count_parameters(build_model({"model": name}))
+        args = ", ".join(f"{k}={v}" for k, v in model_arguments(name).items())
+        table.add_row(name, f"{params:,}", args, description)
+    console.print(table)
+
+
+@app.command()
+def data(
+    dataset: Annotated[str, typer.Option(help="cifar10 or cifar100.")] = "cifar10",
+    data_dir: DataDir = None,
+    download: Annotated[bool, typer.Option(help="Download the official archive when absent.")] = True,
+) -> None:
+    """Locate (or download and cache) a dataset and print what was found."""
+    from slimbench.data import load_dataset
+
+    ds = load_dataset(dataset, data_dir, download=download)
+    table = Table(title=f"{ds.name}", show_header=False)
+    table.add_row("source", ds.source)
+    table.add_row("train", f"{len(ds.train_x):,} images {list(ds.image_shape)}")
+    table.add_row("test", f"{len(ds.test_x):,} images")
+    table.add_row("classes", f"{ds.num_classes}: {', '.join(ds.classes[:10])}{' ...' if ds.num_classes > 10 else ''}")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    data_dir: DataDir = None,
+    epochs: Annotated[int, typer.Option(help="Epochs of the short run.")] = 2,
+    train_images: Annotated[int, typer.Option(help="Training images used (a seeded subset).")] = 10000,
+) -> None:
+    """A short end-to-end job on CIFAR-10: fetch the data, train a small ResNet-20, evaluate, list runs."""
+    from slimbench.config import load_config
+    from slimbench.measure import evaluate_checkpoint
+    from slimbench.train import TrainConfig
+    from slimbench.train import train as run_training
+
+    cfg = load_config(TrainConfig, None, {
+        "name": "demo", "model": {"model": "resnet20", "width": 0.5}, "epochs": epochs,
+        "data": {"name": "cifar10", "dir": str(data_dir) if data_dir else None, "train_subset": train_images,
+                 "val_size": 1000},
+        "schedule": {"name": "onecycle"}, "optimizer": {"lr": 0.2}, "label_smoothing": 0.1,
+    })
+    result = run_training(cfg)
+    report = evaluate_checkpoint(result.model_path, split="test", data_dir=data_dir)
+    console.print(
+        f"[bold]demo[/]: ResNet-20 x0.5 ({result.metrics['params']:,} parameters), {epochs} epochs on "
+        f"{result.metrics['train_images']:,} images: test accuracy {_pct(report['accuracy'])}; "
+        f"run in {result.run_dir}, confusion matrix {report['confusion_png']}"
+    )
+    runs(root=result.run_dir.parent, limit=5, json_=False)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit."""
+    from slimbench.train import TrainingInterrupted
+
+    try:
+        app(standalone_mode=False)
+    except TrainingInterrupted as exc:
+        Console(stderr=True).print(f"[yellow]{exc}[/]")
+        sys.exit(130)
+    except SlimbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Re-evaluate a saved model on a split, with a confusion-matrix picture."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from slimbench.artifact import atomic_write, load_model
+from slimbench.data import load_dataset, split_dataset
+from slimbench.errors import SlimbenchError
+from slimbench.measure.accuracy import evaluate, resolve_device
+
+
+def _training_data_config(lineage: list[dict[str, Any]]) -> dict[str, Any]:
+    """The data section of the most recent training step, so `val` means the split that run held out."""
+    for step in reversed(lineage):
+        if step.get("stage") == "train":
+            return dict(step.get("config", {}).get("data", {}))
+    return {}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    confusion_png: str | Path | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and confusion matrix of an artifact on ``test`` or ``val``."""
+    if split not in ("test", "val"):
+        raise SlimbenchError(f"split must be 'test' or 'val', got {split!r}")
+    model, artifact = load_model(checkpoint)
+    data_cfg = _training_data_config(artifact.lineage)
+    name = data_cfg.get("name", "cifar10")
+    dataset = load_dataset(name, data_dir if data_dir is not None else data_cfg.get("dir"))
+    if dataset.num_classes != artifact.spec.get("num_classes"):
+        raise SlimbenchError(
+            f"{checkpoint} predicts {artifact.spec.get('num_classes')} classes, {dataset.name} has {dataset.num_classes}"
+        )
+    if split == "test":
+        images, labels = dataset.test_x, dataset.test_y
+    else:
+        splits = split_dataset(dataset, int(data_cfg.get("val_size", 5000)), int(data_cfg.get("split_seed", 0)))
+        if len(splits.val_idx) == 0:
+            raise SlimbenchError(f"{checkpoint} was trained without a validation split")
+        images, labels = dataset.train_x[splits.val_idx], dataset.train_y[splits.val_idx]
+    model = model.to(resolve_device(device))
+    result = evaluate(model, images, labels, dataset.num_classes)
+    png = Path(confusion_png) if confusion_png else Path(checkpoint).with_name(f"{Path(checkpoint).stem}_confusion_{split}.png")
+    plot_confusion(result.confusion, dataset.classes, png, title=f"{Path(checkpoint).name} on {dataset.name} {split}: "
+                   f"{100 * result.accuracy:.2f}%")
+    return {
+        "checkpoint": str(checkpoint), "dataset": dataset.name, "split": split, "count": result.count,
+        "accuracy": result.accuracy, "loss": result.loss, "classes": list(dataset.classes),
+        "per_class": result.per_class, "confusion": result.confusion, "confusion_png": str(png),
+    }
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str] | tuple[str, ...], path: str | Path,
+                   title: str = "") -> None:
+    """Row-normalised confusion matrix (true class down, predicted across), counts in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(confusion)
+    rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    n = len(classes)
+    size = max(5.0, 0.55 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())

@@ -1,0 +1,92 @@
+"""CIFAR ResNets of He et al. 2016 (depth 6n+2: 20, 32, 44, 56, 110), 16/32/64 channels.
+
+Shortcut option A: identity, subsampled and zero-padded in channels where the shape changes (no
+parameters). Option B: a 1x1 convolution + batch norm where the shape changes, identity elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.models.common import init_weights, scaled
+from slimbench.models.registry import register
+
+
+class PadShortcut(nn.Module):
+    """Option A: stride-2 subsampling and zero channels appended, no weights."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra = planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            if shortcut == "A":
+                self.shortcut = PadShortcut(in_planes, planes, stride)
+            else:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, shortcut: str = "B", width: float = 1.0, num_classes: int = 10) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        blocks = (depth - 2) // 6
+        widths = [scaled(c, width) for c in (16, 32, 64)]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers = []
+        in_planes = widths[0]
+        for stage, planes in enumerate(widths):
+            stage_blocks = []
+            for i in range(blocks):
+                stride = 2 if stage > 0 and i == 0 else 1
+                stage_blocks.append(BasicBlock(in_planes, planes, stride, shortcut))
+                in_planes = planes
+            layers.append(nn.Sequential(*stage_blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.fc = nn.Linear(in_planes, num_classes)
+        init_weights(self)
+        nn.init.kaiming_normal_(self.fc.weight)  # the paper's CIFAR nets use He init for fc too
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+def _family(depth: int):
+    def build(shortcut: str = "B", width: float = 1.0, num_classes: int = 10) -> nn.Module:
+        return CifarResNet(depth, shortcut=shortcut, width=width, num_classes=num_classes)
+
+    return build
+
+
+for _depth in (20, 32, 44, 56, 110):
+    register(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (He et al. 2016), shortcut A or B")(_family(_depth))

@@ -1,0 +1,88 @@
+"""Training configuration: every field is a YAML key and a ``--set key=value`` override."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from slimbench.config import StrictModel
+from slimbench.errors import ModelError
+from slimbench.models import normalize_spec
+
+
+class DataConfig(StrictModel):
+    name: Literal["cifar10", "cifar100", "synthetic"] = "cifar10"
+    dir: str | None = None
+    download: bool = True
+    val_size: int = Field(5000, ge=0)
+    split_seed: int = 0
+    train_subset: int | None = Field(None, gt=0)  # use only this many training images (seeded), for quick runs
+    train_on_val: bool = False  # True: also train on the validation images (then selection falls back to "last")
+
+
+class OptimizerConfig(StrictModel):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    decay_norm_and_bias: bool = False  # weight decay on BN scales/shifts and biases too
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(StrictModel):
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(30, gt=0)  # step: epochs between decays
+    milestones: list[int] = []  # multistep: epochs at which to decay
+    gamma: float = Field(0.1, gt=0)
+    min_lr_fraction: float = Field(0.0, ge=0, le=1)  # cosine/onecycle floor, as a fraction of lr
+    pct_start: float = Field(0.25, gt=0, lt=1)  # onecycle: share of steps spent rising
+
+
+class AugmentConfig(StrictModel):
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+    cutout: int = Field(0, ge=0)
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+
+
+class DistillConfig(StrictModel):
+    teacher: str  # path to a teacher artifact
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)  # weight of the distillation term
+
+
+class TrainConfig(StrictModel):
+    name: str | None = None
+    model: dict[str, Any] = {"model": "resnet20"}
+    init_from: str | None = None  # start from this artifact's weights (fine-tuning)
+    data: DataConfig = DataConfig()
+    epochs: int = Field(60, gt=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    augment: AugmentConfig = AugmentConfig()
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, else fp32
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    threads: int | None = Field(None, gt=0)
+    seed: int = 0
+    select: Literal["best_val", "last"] = "best_val"
+    early_stop_patience: int | None = Field(None, gt=0)
+    report_test_each_epoch: bool = True  # logged for the report only, never used for selection
+    distill: DistillConfig | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return normalize_spec(spec)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None

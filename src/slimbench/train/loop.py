@@ -1,0 +1,411 @@
+"""The training loop: tensor-resident data, whole-batch augmentation, channels_last, bf16 autocast.
+
+Every epoch ends with an atomic ``last.pt`` holding the model artifact plus everything needed to
+resume exactly (optimiser, EMA, augmentation generator, RNG, history); ``--resume`` continues from it
+and produces the same numbers the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.artifact import (
+    Artifact,
+    artifact_from_payload,
+    atomic_write,
+    code_version,
+    config_hash,
+    load_artifact,
+    load_model,
+    now_iso,
+    safe_torch_load,
+    save_artifact,
+)
+from slimbench.config import dump_yaml, read_yaml, validate
+from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, split_dataset
+from slimbench.errors import CheckpointError, ConfigError, TrainingError
+from slimbench.measure.accuracy import autocast, evaluate, resolve_device, resolve_precision
+from slimbench.models import build_model, count_parameters
+from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
+from slimbench.train.config import TrainConfig
+from slimbench.train.distill import distillation_loss
+from slimbench.train.ema import WeightEMA
+from slimbench.train.schedule import build_optimizer, lr_factor, set_lr
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C: the last complete epoch is on disk and ``--resume`` continues from it."""
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+    dataset: ImageDataset | None = None,
+    runs_root: str | Path | None = None,
+) -> TrainResult:
+    """Train ``config.model``; writes ``model.pt``, ``best.pt``, ``last.pt``, log, metrics and plots.
+
+    ``run_dir`` defaults to a fresh ``runs/<name>/``; an existing run is never overwritten.
+    """
+    if run_dir is not None:
+        path = Path(run_dir)
+        if (path / "last.pt").exists():
+            raise ConfigError(f"{path} already holds a run: resume it, or choose another name")
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        path = make_run_dir(config.name, config.model["model"], runs_root)
+    atomic_write(path / "config.yaml", dump_yaml(config).encode())
+    return _Trainer(config, path, dataset).run(resume=False, progress=progress, on_epoch=on_epoch)
+
+
+def resume_training(
+    run_dir: str | Path,
+    epochs: int | None = None,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+    dataset: ImageDataset | None = None,
+) -> TrainResult:
+    """Continue a run from its ``last.pt`` with its saved config; only the number of epochs may change."""
+    path = Path(run_dir)
+    if not (path / "last.pt").exists():
+        raise CheckpointError(f"{path}: no last.pt to resume from")
+    config = validate(TrainConfig, read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+    if epochs is not None and epochs != config.epochs:
+        config = config.model_copy(update={"epochs": epochs})
+        atomic_write(path / "config.yaml", dump_yaml(config).encode())
+    return _Trainer(config, path, dataset).run(resume=True, progress=progress, on_epoch=on_epoch)
+
+
+def channels_last_is_safe(model: nn.Module) -> bool:
+    """False for models with convolutions of 2..7 input channels (e.g. ResNet-20 at width 0.25).
+
+    On AVX2 CPUs, torch 2.13's channels_last backward of such convolutions (seen with 1x1 stride-2
+    projections) corrupts the heap and crashes the process; contiguous memory is safe there.
+    """
+    return not any(isinstance(m, nn.Conv2d) and 1 < m.in_channels < 8 for m in model.modules())
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, dataset: ImageDataset | None) -> None:
+        self.cfg = config
+        self.run_dir = run_dir
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if self.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("precision fp16 trains only on CUDA (it needs a grad scaler); use bf16 on this device")
+        self.dataset = dataset if dataset is not None else load_dataset(
+            config.data.name, config.data.dir, download=config.data.download
+        )
+        self.splits = split_dataset(self.dataset, config.data.val_size, config.data.split_seed)
+        train_idx = self.splits.train_idx
+        if config.data.train_on_val:
+            train_idx = torch.cat([train_idx, self.splits.val_idx])
+        if config.data.train_subset and config.data.train_subset < len(train_idx):
+            pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.data.split_seed))
+            train_idx = train_idx[pick[: config.data.train_subset]].sort().values
+        self.val_x = self.dataset.train_x[self.splits.val_idx]
+        self.val_y = self.dataset.train_y[self.splits.val_idx]
+        if len(train_idx) < config.batch_size:
+            raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_idx)} training images")
+        self.steps_per_epoch = len(train_idx) // config.batch_size  # drop the ragged tail: fixed shapes
+
+        spec = dict(config.model)
+        if spec.get("num_classes", self.dataset.num_classes) != self.dataset.num_classes:
+            raise ConfigError(
+                f"model.num_classes is {spec['num_classes']} but {self.dataset.name} has {self.dataset.num_classes} classes"
+            )
+        spec["num_classes"] = self.dataset.num_classes
+        self.spec = spec
+        self.parent: str | None = None
+        self.lineage: list[dict[str, Any]] = []
+        if config.init_from:
+            model, parent = load_model(config.init_from)
+            if parent.spec["model"] != spec["model"]:
+                raise ConfigError(f"init_from {config.init_from} is a {parent.spec['model']}, not a {spec['model']}")
+            self.spec = parent.spec
+            self.parent = parent.digest
+            self.lineage = list(parent.lineage)
+        else:
+            torch.manual_seed(config.seed)
+            model = build_model(spec)
+        self.channels_last = config.channels_last and channels_last_is_safe(model)
+        memory = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory)
+        # uint8 images live on the training device for the whole run: a batch is one gather away.
+        self.train_x = self.dataset.train_x[train_idx].to(self.device).contiguous(memory_format=memory)
+        self.train_y = self.dataset.train_y[train_idx].to(self.device)
+        self.step_model: nn.Module = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = build_optimizer(self.model, config.optimizer)
+        self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.teacher: nn.Module | None = None
+        if config.distill:
+            teacher, _ = load_model(config.distill.teacher)
+            self.teacher = teacher.to(self.device, memory_format=memory).eval()
+        self.augment = BatchAugmenter(
+            crop_padding=config.augment.crop_padding, flip=config.augment.flip, cutout_size=config.augment.cutout,
+            mixup_alpha=config.augment.mixup_alpha, cutmix_alpha=config.augment.cutmix_alpha,
+            num_classes=self.dataset.num_classes, channels_last=self.channels_last,
+        )
+        self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.best_val = -1.0
+        self.best_epoch = -1
+        self.stale_epochs = 0
+        self.train_seconds = 0.0
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _artifact(self, state: dict[str, torch.Tensor] | None, metrics: dict[str, Any]) -> Artifact:
+        step = {
+            "stage": "train",
+            "config": self.cfg.model_dump(mode="json"),
+            "config_hash": config_hash(self.cfg.model_dump(mode="json")),
+            "parent": self.parent,
+            "code": code_version(),
+            "time": now_iso(),
+            "metrics": metrics,
+        }
+        artifact = Artifact.from_model(self.spec, self.model, lineage=[*self.lineage, step], metrics=metrics)
+        if state is not None:
+            artifact.state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        return artifact
+
+    def _weights_for_eval(self) -> dict[str, torch.Tensor] | None:
+        return self.ema.state_dict() if self.ema else None
+
+    def _save_last(self, epoch: int) -> None:
+        resume = {
+            "epoch": epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "stale_epochs": self.stale_epochs,
+            "train_seconds": self.train_seconds,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+        }
+        save_artifact(self._artifact(None, self.history[-1] if self.history else {}), self.run_dir / "last.pt",
+                      extra={"resume": resume})
+
+    def _load_last(self) -> None:
+        path = self.run_dir / "last.pt"
+        payload = safe_torch_load(path)
+        artifact = artifact_from_payload(payload, path)
+        resume = payload.get("resume")
+        if not isinstance(resume, dict):
+            raise CheckpointError(f"{path}: has no resume state")
+        self.model.load_state_dict(artifact.state)
+        self.optimizer.load_state_dict(resume["optimizer"])
+        if self.ema and resume["ema"] is not None:
+            self.ema.load_state_dict(resume["ema"])
+        if self.scaler and resume.get("scaler"):
+            self.scaler.load_state_dict(resume["scaler"])
+        self.gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        self.history = json.loads(resume["history"])
+        self.start_epoch = int(resume["epoch"]) + 1
+        self.best_val = float(resume["best_val"])
+        self.best_epoch = int(resume["best_epoch"])
+        self.stale_epochs = int(resume["stale_epochs"])
+        self.train_seconds = float(resume["train_seconds"])
+
+    # ---- the hot path --------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int, advance: Callable[[int, float, float], None]) -> dict[str, Any]:
+        cfg = self.cfg
+        model, optimizer = self.step_model, self.optimizer
+        self.model.train()
+        order = torch.randperm(len(self.train_x), generator=self.gen, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        base_lr = cfg.optimizer.lr
+        started = time.perf_counter()
+        for i in range(self.steps_per_epoch):
+            step = epoch * self.steps_per_epoch + i
+            set_lr(optimizer, base_lr * lr_factor(cfg.schedule, step, self.steps_per_epoch, cfg.epochs))
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            x, target = self.augment(self.train_x[idx], self.train_y[idx], self.gen)
+            with autocast(self.device, self.precision):
+                logits = model(x)
+                loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+                if self.teacher is not None and cfg.distill:
+                    with torch.no_grad():
+                        teacher_logits = self.teacher(x)
+                    loss = distillation_loss(logits, teacher_logits, loss, cfg.distill.temperature, cfg.distill.alpha)
+            optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if self.scaler:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                optimizer.step()
+            if self.ema:
+                self.ema.update(self.model)
+            loss_sum += loss.detach()
+            hard = target if target.ndim == 1 else target.argmax(1)
+            correct += (logits.argmax(1) == hard).sum()
+            seen += len(idx)
+            if i % 50 == 49 or i == self.steps_per_epoch - 1:
+                mean_loss = float(loss_sum) / (i + 1)
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"loss became {mean_loss} at epoch {epoch + 1}, step {i + 1}: lower the learning rate "
+                        f"(now {base_lr}) or add grad_clip"
+                    )
+                advance(i + 1, mean_loss, float(correct) / seen)
+        seconds = time.perf_counter() - started
+        return {
+            "train_loss": float(loss_sum) / self.steps_per_epoch,
+            "train_acc": float(correct) / seen,
+            "images_per_s": seen / seconds,
+            "epoch_s": seconds,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        state = self._weights_for_eval()
+        if state is None:
+            result = evaluate(self.model, x, y, self.dataset.num_classes, precision=self.precision,
+                              channels_last=self.channels_last)
+            return result.loss, result.accuracy
+        backup = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(state)
+        try:
+            result = evaluate(self.model, x, y, self.dataset.num_classes, precision=self.precision,
+                              channels_last=self.channels_last)
+        finally:
+            self.model.load_state_dict(backup)
+        return result.loss, result.accuracy
+
+    # ---- driver --------------------------------------------------------------------------------
+    def run(self, resume: bool, progress: bool, on_epoch: EpochCallback | None) -> TrainResult:
+        from slimbench.train.plots import plot_history
+        from slimbench.train.progress import TrainProgress  # rich is only needed when training
+
+        if resume:
+            self._load_last()
+        started_iso = now_iso()
+        has_val = len(self.val_x) > 0 and not self.cfg.data.train_on_val
+        log_path = self.run_dir / "log.jsonl"
+        try:
+            with TrainProgress(self.cfg.epochs, self.steps_per_epoch, self.cfg.batch_size, enabled=progress) as bar:
+                for epoch in range(self.start_epoch, self.cfg.epochs):
+                    bar.start_epoch(epoch)
+                    record: dict[str, Any] = {"epoch": epoch + 1}
+                    record.update(self._train_epoch(epoch, bar.advance))
+                    self.train_seconds += record["epoch_s"]
+                    if has_val:
+                        record["val_loss"], record["val_acc"] = self._evaluate(self.val_x, self.val_y)
+                    if self.cfg.report_test_each_epoch:
+                        record["test_loss"], record["test_acc"] = self._evaluate(self.dataset.test_x, self.dataset.test_y)
+                    record["elapsed_s"] = self.train_seconds
+                    self.history.append(record)
+                    improved = has_val and record["val_acc"] > self.best_val
+                    if improved:
+                        self.best_val, self.best_epoch, self.stale_epochs = record["val_acc"], epoch + 1, 0
+                        save_artifact(self._artifact(self._weights_for_eval(), record), self.run_dir / "best.pt")
+                    else:
+                        self.stale_epochs += 1
+                    with open(log_path, "a") as log:
+                        log.write(json.dumps(record) + "\n")
+                    self._save_last(epoch)
+                    bar.end_epoch(record)
+                    if on_epoch:
+                        on_epoch(record)
+                    patience = self.cfg.early_stop_patience
+                    if has_val and patience and self.stale_epochs >= patience:
+                        bar.note(f"early stop: validation accuracy has not improved for {patience} epochs")
+                        break
+        except KeyboardInterrupt:
+            done = self.history[-1]["epoch"] if self.history else 0
+            self._record("interrupted", started_iso, {"epochs_done": done})
+            raise TrainingInterrupted(
+                f"interrupted; epoch {done} is saved in {self.run_dir / 'last.pt'}: resume with "
+                f"`slimbench train --resume {self.run_dir}`"
+            ) from None
+        except TrainingError as exc:
+            self._record("failed", started_iso, {"error": str(exc)})
+            raise
+        return self._finish(started_iso, has_val, plot_history)
+
+    def _finish(self, started_iso: str, has_val: bool, plot_history: Callable[..., None]) -> TrainResult:
+        use_best = self.cfg.select == "best_val" and has_val and (self.run_dir / "best.pt").exists()
+        if use_best:
+            chosen = load_artifact(self.run_dir / "best.pt")
+            selected_epoch = self.best_epoch
+            self.model.load_state_dict(chosen.state)
+        else:
+            selected_epoch = self.history[-1]["epoch"]
+            if self.ema:
+                self.model.load_state_dict(self.ema.state_dict())
+        final_test = evaluate(self.model, self.dataset.test_x, self.dataset.test_y, self.dataset.num_classes,
+                              precision=self.precision, channels_last=self.channels_last)
+        metrics: dict[str, Any] = {
+            "selection": "best validation accuracy" if use_best else "last epoch",
+            "selected_epoch": selected_epoch,
+            "val_acc": self.history[selected_epoch - 1].get("val_acc") if has_val else None,
+            "test_acc": final_test.accuracy,
+            "test_loss": final_test.loss,
+            "test_per_class": final_test.per_class,
+            "params": count_parameters(self.model),
+            "epochs_run": self.history[-1]["epoch"],
+            "train_seconds": self.train_seconds,
+            "train_images": len(self.train_x),
+            "val_images": len(self.val_x) if has_val else 0,
+            "mean_images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
+            "precision": self.precision,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }
+        reached = [h for h in self.history if h.get("test_acc", 0) >= 0.9]
+        if reached:
+            metrics["test_90_epoch"] = reached[0]["epoch"]
+            metrics["test_90_elapsed_s"] = reached[0]["elapsed_s"]
+        model_path = self.run_dir / "model.pt"
+        save_artifact(self._artifact(None, metrics), model_path)
+        atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+        plot_history(self.history, self.run_dir / "curves.png", title=f"{self.spec['model']} on {self.dataset.name}")
+        self._record("done", started_iso, metrics)
+        return TrainResult(run_dir=self.run_dir, model_path=model_path, metrics=metrics, history=self.history)
+
+    def _record(self, status: str, started: str, metrics: dict[str, Any]) -> None:
+        cfg = self.cfg.model_dump(mode="json")
+        ResultsStore(self.run_dir.parent / DB_NAME).record(
+            name=self.run_dir.name, command="train", status=status, started=started, finished=now_iso(),
+            run_dir=str(self.run_dir), model=self.spec["model"], config_hash=config_hash(cfg),
+            git_commit=code_version()["git_commit"], config=cfg, metrics=metrics, wall_s=self.train_seconds,
+        )

@@ -1,0 +1,44 @@
+"""Training curves as a PNG in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from slimbench.artifact import atomic_write
+
+
+def plot_history(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    """Loss (left) and accuracy (right) per epoch for the train, validation and test splits."""
+    if not history:
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label, style in (("train", "train", "-"), ("val", "validation", "-"), ("test", "test (report only)", "--")):
+        if f"{key}_loss" in history[0]:
+            ax_loss.plot(epochs, [h[f"{key}_loss"] for h in history], style, label=label)
+        if f"{key}_acc" in history[0]:
+            ax_acc.plot(epochs, [100 * h[f"{key}_acc"] for h in history], style, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    if any("test_acc" in h for h in history):
+        best = max(100 * h.get("test_acc", 0) for h in history)
+        lo = min(100 * h.get("val_acc", h.get("train_acc", 0)) for h in history)
+        ax_acc.set_ylim(max(0, min(lo, best) - 5), 100)
+    ax_acc.axhline(90, color="grey", lw=0.8, ls=":")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())

@@ -1,0 +1,65 @@
+"""Optimisers and learning-rate schedules.
+
+The schedule is a pure function of the global step, so a resumed run sets exactly the learning rate
+the uninterrupted run would have set, with no scheduler object to keep in sync.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from slimbench.train.config import OptimizerConfig, ScheduleConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+    """Split parameters so that 1-d tensors (BN scales/shifts, biases) can skip weight decay."""
+    if decay_norm_and_bias:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier on the base learning rate at ``step`` (0-based, counted in optimiser steps)."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    epoch = step / steps_per_epoch
+    floor = cfg.min_lr_fraction
+    if cfg.name == "constant":
+        return 1.0
+    if cfg.name == "step":
+        return cfg.gamma ** int(epoch // cfg.step_size)
+    if cfg.name == "multistep":
+        return cfg.gamma ** sum(1 for m in cfg.milestones if epoch >= m)
+    if cfg.name == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    # onecycle: cosine rise from lr/25 to lr over pct_start, then cosine fall to the floor
+    peak = int(cfg.pct_start * total)
+    start = 1 / 25
+    if step < peak:
+        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / max(1, peak)))
+    progress = (step - peak) / max(1, total - peak)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

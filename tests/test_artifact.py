@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from slimbench.artifact import Artifact, load_artifact, load_model, save_artifact
+from slimbench.errors import CheckpointError
+from slimbench.models import build_model
+
+SPEC = {"model": "resnet20", "width": 0.25}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    path = tmp_path / "model.pt"
+    save_artifact(Artifact.from_model(SPEC, model, metrics={"note": "x"}), path)
+    return model, path
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    model, path = saved
+    loaded, artifact = load_model(path)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(model(x), loaded(x))
+    assert artifact.spec == {"model": "resnet20", "shortcut": "B", "width": 0.25, "num_classes": 10}
+    assert artifact.metrics == {"note": "x"}
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_with_pickled_code_is_refused_unrun(tmp_path):
+    marker = tmp_path / "executed"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "slimbench.artifact", "state": _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match="refused without running them"):
+        load_artifact(path)
+    assert not marker.exists()
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(CheckpointError):
+        load_artifact(raw)
+    assert not marker.exists()
+
+
+def test_tampered_weights_are_detected(saved, tmp_path):
+    _, path = saved
+    payload = torch.load(path, weights_only=True)
+    payload["state"]["fc.bias"] += 1.0
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="do not match their recorded hash"):
+        load_artifact(tmp_path / "tampered.pt")
+
+
+def test_truncated_and_foreign_files(saved, tmp_path):
+    _, path = saved
+    blob = path.read_bytes()
+    (tmp_path / "half.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_artifact(tmp_path / "half.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a slimbench artifact"):
+        load_artifact(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_artifact(tmp_path / "missing.pt")
+
+
+def test_weights_that_do_not_fit_the_spec(tmp_path):
+    state = build_model({"model": "resnet20", "width": 0.5}).state_dict()
+    artifact = Artifact(spec={"model": "resnet20", "shortcut": "B", "width": 0.25, "num_classes": 10}, state=state)
+    save_artifact(artifact, tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit resnet20"):
+        load_model(tmp_path / "wrong.pt")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(saved, monkeypatch):
+    _, path = saved
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        save_artifact(Artifact(spec=SPEC | {"shortcut": "B", "num_classes": 10}, state={}), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slimbench.errors import ModelError
+from slimbench.models import available_models, build_model, count_parameters, normalize_spec
+
+# Published counts: He et al. / Idelbayev (CIFAR ResNets), torchvision (ImageNet-stem ResNet-34, DenseNet-121,
+# MobileNetV2), kuangliu/pytorch-cifar (CIFAR-stem ResNet-18, PreActResNet-18, DenseNet-121).
+PUBLISHED = [
+    ({"model": "resnet20"}, 272_474),
+    ({"model": "resnet20", "shortcut": "A"}, 269_722),
+    ({"model": "resnet32", "shortcut": "A"}, 464_154),
+    ({"model": "resnet44", "shortcut": "A"}, 658_586),
+    ({"model": "resnet56", "shortcut": "A"}, 853_018),
+    ({"model": "resnet110", "shortcut": "A"}, 1_727_962),
+    ({"model": "resnet18"}, 11_173_962),
+    ({"model": "resnet18", "stem": "imagenet", "num_classes": 1000}, 11_689_512),
+    ({"model": "resnet34", "stem": "imagenet"}, 21_289_802),
+    ({"model": "resnet34", "stem": "imagenet", "num_classes": 1000}, 21_797_672),
+    ({"model": "preactresnet18"}, 11_171_146),
+    ({"model": "densenet121", "stem": "imagenet", "num_classes": 1000}, 7_978_856),
+    ({"model": "densenet121"}, 6_956_298),
+    ({"model": "mobilenetv2"}, 2_236_682),
+]
+
+
+@pytest.mark.parametrize(("spec", "count"), PUBLISHED, ids=lambda v: str(v))
+def test_parameter_counts_match_published(spec, count):
+    assert count_parameters(build_model(spec)) == count
+
+
+@pytest.mark.parametrize("name", sorted(available_models()))
+def test_every_model_runs_forward_and_backward(name):
+    torch.manual_seed(0)
+    model = build_model({"model": name, "num_classes": 7})
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "preactresnet18", "densenet121", "mobilenetv2"])
+def test_width_multiplier_shrinks_the_model(name):
+    assert count_parameters(build_model({"model": name, "width": 0.5})) < count_parameters(build_model({"model": name}))
+
+
+def test_imagenet_stem_sees_a_quarter_of_the_resolution():
+    shapes = []
+    model = build_model({"model": "resnet18", "stem": "imagenet"})
+    model.layer1.register_forward_hook(lambda m, i, o: shapes.append(o.shape) and None)
+    model.eval()(torch.randn(1, 3, 32, 32))
+    assert shapes[0][-1] == 8  # layer4 then runs on 1x1 maps: the brief's ResNet-34/DenseNet-121 problem
+
+
+def test_unknown_model_and_argument_are_one_line_errors():
+    with pytest.raises(ModelError, match="unknown model 'resnet21'; known: .*resnet20"):
+        build_model({"model": "resnet21"})
+    with pytest.raises(ModelError, match="has no argument 'depth'"):
+        build_model({"model": "resnet20", "depth": 3})
+    with pytest.raises(ModelError, match="shortcut must be 'A' or 'B'"):
+        build_model({"model": "resnet20", "shortcut": "C"})
+
+
+def test_spec_is_normalised_with_defaults():
+    assert normalize_spec({"model": "resnet20"}) == {"model": "resnet20", "shortcut": "B", "width": 1.0,
+                                                      "num_classes": 10}

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from slimbench.artifact import load_model
+from slimbench.config import load_config
+from slimbench.errors import ConfigError, TrainingError
+from slimbench.runs import ResultsStore
+from slimbench.train import TrainConfig, TrainingInterrupted, resume_training, train
+from slimbench.train.config import ScheduleConfig
+from slimbench.train.schedule import lr_factor
+
+
+def small_config(**changes) -> TrainConfig:
+    base = {
+        "model": {"model": "resnet20", "width": 0.5}, "epochs": 4, "batch_size": 64,
+        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05},
+    }
+    base.update(changes)
+    return TrainConfig.model_validate(base)
+
+
+def test_training_learns_and_writes_the_run(tmp_path, synthetic):
+    result = train(small_config(epochs=6), run_dir=tmp_path / "run", progress=False, dataset=synthetic)
+    assert result.metrics["test_acc"] > 0.6  # chance is 0.1
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    for name in ("model.pt", "best.pt", "last.pt", "config.yaml", "log.jsonl", "metrics.json", "curves.png"):
+        assert (tmp_path / "run" / name).exists(), name
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    model, artifact = load_model(result.model_path)
+    assert artifact.lineage[-1]["stage"] == "train" and artifact.metrics["selection"] == "best validation accuracy"
+    assert isinstance(model, torch.nn.Module)
+    rows = ResultsStore(tmp_path / "slimbench.db").runs()
+    assert rows[0].status == "done" and rows[0].metrics["test_acc"] == result.metrics["test_acc"]
+
+
+def test_resume_equals_uninterrupted(tmp_path, synthetic):
+    cfg = small_config(ema_decay=0.9, augment={"cutout": 8, "mixup_alpha": 0.2})
+    straight = train(cfg, run_dir=tmp_path / "a", progress=False, dataset=synthetic)
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="epoch 2 is saved"):
+        train(cfg, run_dir=tmp_path / "b", progress=False, dataset=synthetic, on_epoch=stop_after_two)
+    resumed = resume_training(tmp_path / "b", progress=False, dataset=synthetic)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert resumed.metrics["test_acc"] == straight.metrics["test_acc"]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, synthetic):
+    train(small_config(epochs=1), run_dir=tmp_path / "r", progress=False, dataset=synthetic)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(small_config(epochs=1), run_dir=tmp_path / "r", progress=False, dataset=synthetic)
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path, synthetic):
+    cfg = small_config(epochs=2, optimizer={"lr": 1e12, "nesterov": False}, schedule={"name": "constant"})
+    with pytest.raises(TrainingError, match="loss became"):
+        train(cfg, run_dir=tmp_path / "nan", progress=False, dataset=synthetic)
+
+
+def test_distillation_and_fine_tuning_from_an_artifact(tmp_path, synthetic):
+    teacher = train(small_config(epochs=3), run_dir=tmp_path / "t", progress=False, dataset=synthetic)
+    student = train(
+        small_config(epochs=2, model={"model": "resnet20", "width": 0.25},
+                     distill={"teacher": str(teacher.model_path), "temperature": 2.0}),
+        run_dir=tmp_path / "s", progress=False, dataset=synthetic,
+    )
+    assert student.metrics["params"] < teacher.metrics["params"]
+    tuned = train(small_config(epochs=1, init_from=str(teacher.model_path)), run_dir=tmp_path / "f",
+                  progress=False, dataset=synthetic)
+    _, artifact = load_model(tuned.model_path)
+    assert [step["stage"] for step in artifact.lineage] == ["train", "train"]
+    assert artifact.lineage[-1]["parent"] is not None
+
+
+def test_schedules_shape():
+    cosine = ScheduleConfig(name="cosine", warmup_epochs=1)
+    assert lr_factor(cosine, 0, 10, 10) == pytest.approx(0.1)
+    assert lr_factor(cosine, 9, 10, 10) == pytest.approx(1.0)
+    assert lr_factor(cosine, 99, 10, 10) < 0.01
+    multistep = ScheduleConfig(name="multistep", milestones=[3, 6], gamma=0.1)
+    assert [round(lr_factor(multistep, e * 10, 10, 10), 6) for e in (0, 3, 6)] == [1.0, 0.1, 0.01]
+    onecycle = ScheduleConfig(name="onecycle", pct_start=0.25)
+    assert lr_factor(onecycle, 0, 10, 10) == pytest.approx(0.04)
+    assert lr_factor(onecycle, 25, 10, 10) == pytest.approx(1.0)
+    assert lr_factor(ScheduleConfig(name="step", step_size=2, gamma=0.5), 45, 10, 10) == 0.25
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 3\noptimizer: {lrate: 0.1}\n")
+    with pytest.raises(ConfigError, match="unknown key 'optimizer.lrate'"):
+        load_config(TrainConfig, path)
+    path.write_text("epochs: -1\n")
+    with pytest.raises(ConfigError, match="key 'epochs'"):
+        load_config(TrainConfig, path)
+    with pytest.raises(ConfigError, match="unknown model 'resnet7'"):
+        load_config(TrainConfig, None, {"model": {"model": "resnet7"}})
+    path.write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(TrainConfig, path)
+    assert load_config(TrainConfig, None, ["optimizer.lr=0.05", "epochs=3"]).optimizer.lr == 0.05
+
+
+def test_committed_configs_validate():
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
+        load_config(TrainConfig, path)
+
+
+@pytest.mark.realdata
+def test_short_real_cifar10_run(tmp_path, real_data_dir):
+    cfg = small_config(epochs=1, batch_size=128, data={"name": "cifar10", "dir": str(real_data_dir),
+                                                      "val_size": 500, "train_subset": 2000},
+                       model={"model": "resnet20", "width": 0.25}, report_test_each_epoch=False)
+    result = train(cfg, run_dir=tmp_path / "real", progress=False)
+    assert result.metrics["train_images"] == 2000 and result.metrics["val_images"] == 500
+    assert 0.15 < result.metrics["test_acc"] < 1.0  # one short epoch already beats chance (0.10)
