@@ -11,6 +11,9 @@ from slimbench.errors import ModelError
 from slimbench.models import normalize_spec
 
 
+DEFAULT_MODEL = "resnet20"
+
+
 class DataConfig(StrictModel):
     name: Literal["cifar10", "cifar100", "synthetic"] = "cifar10"
     dir: str | None = None
@@ -57,7 +60,7 @@ class DistillConfig(StrictModel):
 
 class TrainConfig(StrictModel):
     name: str | None = None
-    model: dict[str, Any] = {"model": "resnet20"}
+    model: dict[str, Any] = {"model": DEFAULT_MODEL}
     init_from: str | None = None  # start from this artifact's weights (fine-tuning)
     data: DataConfig = DataConfig()
     epochs: int = Field(60, gt=0)
@@ -82,7 +85,8 @@ class TrainConfig(StrictModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        # `model: {width: 0.5}` (or `--set model.width=0.5`) adjusts the default model.
         try:
-            return normalize_spec(spec)
+            return normalize_spec({"model": DEFAULT_MODEL, **spec})
         except ModelError as exc:
             raise ValueError(str(exc)) from None

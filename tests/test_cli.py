@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from slimbench.cli import app
+
+runner = CliRunner()
+
+
+def slimbench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed entry point, as a user runs it (errors handled by main())."""
+    return subprocess.run([sys.executable, "-m", "slimbench.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_train_eval_and_runs_end_to_end(tmp_path):
+    runs_root = tmp_path / "runs"
+    result = runner.invoke(app, ["train", "--model", "resnet20", "--dataset", "synthetic", "--epochs", "2",
+                                 "--set", "model.width=0.5", "--set", "data.val_size=64", "--set", "batch_size=64",
+                                 "--name", "cli", "--runs-root", str(runs_root), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    model_path = runs_root / "cli" / "model.pt"
+    assert model_path.exists()
+    listing = runner.invoke(app, ["runs", "--root", str(runs_root), "--json"])
+    rows = json.loads(listing.output)
+    assert rows[0]["name"] == "cli" and rows[0]["status"] == "done"
+
+
+def test_eval_writes_a_confusion_matrix(tmp_path):
+    runs_root = tmp_path / "runs"
+    runner.invoke(app, ["train", "--dataset", "synthetic", "--epochs", "1", "--set", "model.width=0.5",
+                        "--set", "data.val_size=64", "--name", "e", "--runs-root", str(runs_root), "--no-progress"])
+    out = tmp_path / "cm.png"
+    result = runner.invoke(app, ["eval", str(runs_root / "e" / "model.pt"), "--split", "val", "--out", str(out),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["count"] == 64 and len(report["per_class"]) == 10
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--model", "resnet99", "--dataset", "synthetic"], "unknown model 'resnet99'"),
+        (["train", "--dataset", "synthetic", "--set", "optimizer.lrate=1"], "unknown key 'optimizer.lrate'"),
+        (["train", "--data-dir", "/nonexistent/cifar"], "data folder /nonexistent/cifar does not exist"),
+        (["eval", "/nonexistent/model.pt"], "does not exist"),
+        (["train", "--resume", "/nonexistent/run"], "no last.pt to resume from"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, message, tmp_path):
+    proc = slimbench(*args, env={"SLIMBENCH_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_models_lists_the_zoo():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    assert "resnet20" in result.output and "272,474" in result.output and "densenet121" in result.output
