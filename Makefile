@@ -6,6 +6,13 @@ TORCH_VERSION ?= 2.13.0
 # Where a CPU-only torch comes from when no local CPU wheel is found (never the CUDA build on a CPU machine).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
+# A CIFAR-10 copy beside the checkout (as on the project's machines) is used when no folder is named.
+ifeq ($(SLIMBENCH_DATA),)
+ifneq ($(wildcard ../shared/data/cifar10/test.npz),)
+export SLIMBENCH_DATA := $(abspath ../shared/data/cifar10)
+endif
+endif
+
 .PHONY: install demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml

@@ -38,6 +38,7 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_with_pickled_code_is_refused_unrun(tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.pt"

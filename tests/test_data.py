@@ -86,7 +86,7 @@ def test_python_batch_with_code_is_refused_and_not_run(tmp_path):
         (tmp_path / f"data_batch_{i}").write_bytes(python_batch(data.train_x[:20], data.train_y[:20]))
     marker = tmp_path / "pwned"
     (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": _Exploit(marker)}, protocol=2))
-    with pytest.raises(DatasetError, match="test_batch.*refusing"):
+    with pytest.raises(DatasetError, match=r"test_batch.*refusing"):
         load_cifar("cifar10", tmp_path)
     assert not marker.exists()
 
@@ -144,7 +144,7 @@ def archive_server(tmp_path):
     payload = {"body": official_archive(tmp_path), "hits": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the http.server API
+        def do_GET(self):
             payload["hits"] += 1
             self.send_response(200)
             self.send_header("Content-Length", str(len(payload["body"])))
@@ -184,7 +184,7 @@ def test_bad_checksum_leaves_nothing_in_cache(tmp_path, archive_server):
 
 
 def test_unreachable_server_gives_one_clear_error(tmp_path):
-    with pytest.raises(DatasetError, match="could not download .* offline"):
+    with pytest.raises(DatasetError, match=r"could not download .* offline"):
         load_cifar("cifar10", cache_dir=tmp_path / "c", url="http://127.0.0.1:9/cifar-10-binary.tar.gz")
 
 

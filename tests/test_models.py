@@ -55,7 +55,7 @@ def test_imagenet_stem_sees_a_quarter_of_the_resolution():
 
 
 def test_unknown_model_and_argument_are_one_line_errors():
-    with pytest.raises(ModelError, match="unknown model 'resnet21'; known: .*resnet20"):
+    with pytest.raises(ModelError, match=r"unknown model 'resnet21'; known: .*resnet20"):
         build_model({"model": "resnet21"})
     with pytest.raises(ModelError, match="has no argument 'depth'"):
         build_model({"model": "resnet20", "depth": 3})

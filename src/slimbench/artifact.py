@@ -7,6 +7,7 @@ One file, written by ``torch.save`` from plain data and tensors only, so it load
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -176,13 +177,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:
 def code_version() -> dict[str, Any]:
     """slimbench version and, when run from a git checkout, its commit."""
     commit = None
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
     return {"slimbench": __version__, "git_commit": commit, "torch": str(torch.__version__)}
 
 

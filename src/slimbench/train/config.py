@@ -10,7 +10,6 @@ from slimbench.config import StrictModel
 from slimbench.errors import ModelError
 from slimbench.models import normalize_spec
 
-
 DEFAULT_MODEL = "resnet20"
 
 

@@ -26,10 +26,8 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, title: str = "
             ax_acc.plot(epochs, [100 * h[f"{key}_acc"] for h in history], style, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    if any("test_acc" in h for h in history):
-        best = max(100 * h.get("test_acc", 0) for h in history)
-        lo = min(100 * h.get("val_acc", h.get("train_acc", 0)) for h in history)
-        ax_acc.set_ylim(max(0, min(lo, best) - 5), 100)
+    plotted = [100 * h[k] for h in history for k in ("train_acc", "val_acc", "test_acc") if k in h]
+    ax_acc.set_ylim(max(0.0, min(plotted) - 5), 100)
     ax_acc.axhline(90, color="grey", lw=0.8, ls=":")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
