@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 	@if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if command -v nvidia-smi >/dev/null 2>&1; then \
 	    $(PIP) install -q "torch==$(TORCH_VERSION)"; \
-	  elif $(PIP) install -q --no-index "torch==$(TORCH_VERSION)" 2>/dev/null; then \
+	  elif $(PIP) install -q --no-deps --no-index "torch==$(TORCH_VERSION)" 2>/dev/null; then \
 	    echo "torch $(TORCH_VERSION): local CPU wheel"; \
+	    $(PIP) install -q "torch==$(TORCH_VERSION)"; \
 	  else \
 	    $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX); \
 	  fi; \
