@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -124,16 +125,16 @@ def runs(
     if json_:
         print(json.dumps([r.__dict__ for r in records], indent=2, default=str))
         return
-    table = Table(title=str(path))
-    for col in ("id", "name", "command", "status", "model", "epochs", "val", "test", "params", "time", "commit"):
-        table.add_column(col, justify="right" if col in ("id", "epochs", "val", "test", "params", "time") else "left")
+    table = Table(title=str(path), box=box.SIMPLE_HEAD)
+    numeric = ("id", "ep", "val%", "test%", "params", "time")
+    for col in ("id", "run", "cmd", "status", "model", "ep", "val%", "test%", "params", "time"):
+        table.add_column(col, justify="right" if col in numeric else "left", no_wrap=col != "run")
     for r in records:
         m = r.metrics
         table.add_row(
             str(r.id), r.name, r.command, r.status, r.model or "-", str(m.get("epochs_run", "-")),
-            _pct(m.get("val_acc")), _pct(m.get("test_acc")),
-            f"{m['params']:,}" if "params" in m else "-",
-            f"{r.wall_s:.0f}s" if r.wall_s else "-", (r.git_commit or "-")[:8],
+            _pct(m.get("val_acc")).rstrip("%"), _pct(m.get("test_acc")).rstrip("%"),
+            f"{m['params']:,}" if "params" in m else "-", f"{r.wall_s:.0f}s" if r.wall_s else "-",
         )
     console.print(table)
 
