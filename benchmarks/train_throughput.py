@@ -77,11 +77,12 @@ def baseline_throughput(images_hwc: np.ndarray, labels: np.ndarray, steps: int, 
     return seen / (time.perf_counter() - started)
 
 
-def slimbench_throughput(dataset, images: int, compile_model: bool, precision: str) -> float:
+def slimbench_throughput(dataset, images: int, compile_model: bool, precision: str, channels_last: bool = True) -> float:
     """Two epochs of the real trainer over ``images`` images; the second epoch's rate (no compile time)."""
     cfg = TrainConfig.model_validate({
         "model": {"model": "resnet20"}, "epochs": 2, "batch_size": BATCH, "compile": compile_model,
-        "precision": precision, "data": {"name": "cifar10", "val_size": 0, "train_subset": images},
+        "precision": precision, "channels_last": channels_last,
+        "data": {"name": "cifar10", "val_size": 0, "train_subset": images},
         "report_test_each_epoch": False, "select": "last",
     })
     with tempfile.TemporaryDirectory() as tmp:

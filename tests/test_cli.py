@@ -67,3 +67,14 @@ def test_models_lists_the_zoo():
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     assert "resnet20" in result.output and "272,474" in result.output and "densenet121" in result.output
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    runs_root = tmp_path / "runs"
+    common = ["--set", "model.width=0.5", "--set", "data.val_size=64", "--runs-root", str(runs_root), "--no-progress"]
+    first = runner.invoke(app, ["train", "--dataset", "synthetic", "--epochs", "1", "--name", "r", *common])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["train", "--resume", str(runs_root / "r"), "--epochs", "2", "--no-progress"])
+    assert again.exit_code == 0, again.output
+    log = (runs_root / "r" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
