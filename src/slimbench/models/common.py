@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 
@@ -32,3 +34,16 @@ def init_weights(model: nn.Module) -> None:
 def check_stem(stem: str) -> None:
     if stem not in ("cifar", "imagenet"):
         raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+
+
+def make_stages(block: Callable[[int, int, int], nn.Module], in_planes: int, widths: list[int],
+                counts: tuple[int, ...]) -> tuple[list[nn.Sequential], int]:
+    """Residual stages: each after the first halves the resolution in its first block."""
+    stages = []
+    for stage, (planes, count) in enumerate(zip(widths, counts, strict=True)):
+        layers = []
+        for i in range(count):
+            layers.append(block(in_planes, planes, 2 if stage > 0 and i == 0 else 1))
+            in_planes = planes
+        stages.append(nn.Sequential(*layers))
+    return stages, in_planes

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.models.common import init_weights, scaled
+from slimbench.models.common import init_weights, make_stages, scaled
 from slimbench.models.registry import register
 
 
@@ -38,14 +38,7 @@ class PreActResNet(nn.Module):
         super().__init__()
         widths = [scaled(c, width) for c in (64, 128, 256, 512)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        in_planes = widths[0]
-        stages = []
-        for stage, (planes, count) in enumerate(zip(widths, blocks, strict=True)):
-            layers = []
-            for i in range(count):
-                layers.append(PreActBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1))
-                in_planes = planes
-            stages.append(nn.Sequential(*layers))
+        stages, in_planes = make_stages(PreActBlock, widths[0], widths, blocks)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)

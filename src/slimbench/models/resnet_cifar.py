@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.models.common import init_weights, scaled
+from slimbench.models.common import init_weights, make_stages, scaled
 from slimbench.models.registry import register
 
 
@@ -60,15 +60,7 @@ class CifarResNet(nn.Module):
         widths = [scaled(c, width) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        layers = []
-        in_planes = widths[0]
-        for stage, planes in enumerate(widths):
-            stage_blocks = []
-            for i in range(blocks):
-                stride = 2 if stage > 0 and i == 0 else 1
-                stage_blocks.append(BasicBlock(in_planes, planes, stride, shortcut))
-                in_planes = planes
-            layers.append(nn.Sequential(*stage_blocks))
+        layers, in_planes = make_stages(lambda i, o, s: BasicBlock(i, o, s, shortcut), widths[0], widths, (blocks,) * 3)
         self.layer1, self.layer2, self.layer3 = layers
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)

@@ -11,27 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbench.models.common import check_stem, init_weights, scaled
+from slimbench.models.common import check_stem, init_weights, make_stages, scaled
 from slimbench.models.registry import register
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: nn.Module = nn.Identity()
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.downsample(x))
+from slimbench.models.resnet_cifar import BasicBlock
 
 
 class ResNet(nn.Module):
@@ -46,14 +28,7 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
             self.pool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(widths[0])
-        in_planes = widths[0]
-        stages = []
-        for stage, (planes, count) in enumerate(zip(widths, blocks, strict=True)):
-            layers = []
-            for i in range(count):
-                layers.append(BasicBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1))
-                in_planes = planes
-            stages.append(nn.Sequential(*layers))
+        stages, in_planes = make_stages(lambda i, o, s: BasicBlock(i, o, s, "B"), widths[0], widths, blocks)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)
