@@ -78,3 +78,24 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert again.exit_code == 0, again.output
     log = (runs_root / "r" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    runs_root = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slimbench.cli", "train", "--dataset", "synthetic", "--epochs", "50", "--name", "c",
+         "--set", "model.width=0.5", "--set", "data.val_size=64", "--runs-root", str(runs_root), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    log = runs_root / "c" / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with" in err
+    assert (runs_root / "c" / "last.pt").exists()

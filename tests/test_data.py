@@ -213,3 +213,12 @@ def test_real_cifar10_matches_published_checksums(real_data_dir):
         "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a"
     )
     assert torch.bincount(data.test_y).tolist() == [1000] * 10
+
+
+def test_cifar100_binary_layout_keeps_the_fine_label(tmp_path):
+    data = make_synthetic(num_train=60, num_test=20, num_classes=100)
+    data.name = "cifar100"
+    write_binary_batches(data, tmp_path / "cifar-100-binary")
+    loaded = load_cifar("cifar100", tmp_path)
+    assert loaded.num_classes == 100
+    assert_same(loaded, data)

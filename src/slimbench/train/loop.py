@@ -318,6 +318,7 @@ class _Trainer:
 
         if resume:
             self._load_last()
+        self.saved_epoch = self.start_epoch
         started_iso = now_iso()
         has_val = len(self.val_x) > 0 and not self.cfg.data.train_on_val
         log_path = self.run_dir / "log.jsonl"
@@ -340,9 +341,10 @@ class _Trainer:
                         save_artifact(self._artifact(self._weights_for_eval(), record), self.run_dir / "best.pt")
                     else:
                         self.stale_epochs += 1
+                    self._save_last(epoch)  # before the log line: a logged epoch is always resumable
+                    self.saved_epoch = epoch + 1
                     with open(log_path, "a") as log:
                         log.write(json.dumps(record) + "\n")
-                    self._save_last(epoch)
                     bar.end_epoch(record)
                     if on_epoch:
                         on_epoch(record)
@@ -351,8 +353,10 @@ class _Trainer:
                         bar.note(f"early stop: validation accuracy has not improved for {patience} epochs")
                         break
         except KeyboardInterrupt:
-            done = self.history[-1]["epoch"] if self.history else 0
+            done = self.saved_epoch
             self._record("interrupted", started_iso, {"epochs_done": done})
+            if not done:
+                raise TrainingInterrupted("interrupted before the first epoch was saved; nothing to resume") from None
             raise TrainingInterrupted(
                 f"interrupted; epoch {done} is saved in {self.run_dir / 'last.pt'}: resume with "
                 f"`slimbench train --resume {self.run_dir}`"
