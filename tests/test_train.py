@@ -125,3 +125,16 @@ def test_short_real_cifar10_run(tmp_path, real_data_dir):
     assert result.metrics["train_images"] == 3000 and result.metrics["val_images"] == 500
     # 60 steps on 3,000 images: well above chance (0.10 +- 0.003 on 10,000 test images), far from trained
     assert 0.13 < result.metrics["test_acc"] < 1.0
+
+
+def test_num_classes_follows_the_dataset_unless_set(tmp_path):
+    from slimbench.data import make_synthetic
+
+    hundred = make_synthetic(num_train=256, num_test=64, num_classes=100)
+    result = train(small_config(epochs=1, data={"name": "synthetic", "val_size": 0}), run_dir=tmp_path / "a",
+                   progress=False, dataset=hundred)
+    _, artifact = load_model(result.model_path)
+    assert artifact.spec["num_classes"] == 100
+    with pytest.raises(ConfigError, match="num_classes is 10 but synthetic has 100"):
+        train(small_config(epochs=1, model={"model": "resnet20", "num_classes": 10}), run_dir=tmp_path / "b",
+              progress=False, dataset=hundred)

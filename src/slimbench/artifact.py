@@ -8,6 +8,7 @@ One file, written by ``torch.save`` from plain data and tensors only, so it load
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -174,6 +175,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, Artifact]:
     return build_from_artifact(artifact, path).eval(), artifact
 
 
+@functools.cache
 def code_version() -> dict[str, Any]:
     """slimbench version and, when run from a git checkout, its commit."""
     commit = None

@@ -84,8 +84,11 @@ class TrainConfig(StrictModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, spec: dict[str, Any]) -> dict[str, Any]:
-        # `model: {width: 0.5}` (or `--set model.width=0.5`) adjusts the default model.
+        # `model: {width: 0.5}` (or `--set model.width=0.5`) adjusts the default model. Defaults are
+        # checked here but not filled in, so that an unset num_classes follows the dataset.
+        spec = {"model": DEFAULT_MODEL, **spec}
         try:
-            return normalize_spec({"model": DEFAULT_MODEL, **spec})
+            normalize_spec(spec)
+            return spec
         except ModelError as exc:
             raise ValueError(str(exc)) from None
