@@ -173,6 +173,57 @@ def data(
 
 
 @app.command()
+def score(
+    w: Annotated[float, typer.Option("--w", help="Parameters (non-zero ones after unstructured pruning).")],
+    f: Annotated[float, typer.Option("--f", help="Operations, counted as the rule says (MACs for 'brief').")],
+    ps: Annotated[float, typer.Option("--ps", help="Structured pruning ratio.")] = 0.0,
+    pu: Annotated[float, typer.Option("--pu", help="Unstructured pruning ratio.")] = 0.0,
+    qw: Annotated[float, typer.Option("--qw", help="Weight bits.")] = 32,
+    qa: Annotated[float, typer.Option("--qa", help="Activation bits.")] = 32,
+    measured_on: Annotated[str, typer.Option(help="'pruned': w and f counted on the slimmed model (Ps enters as 0); "
+                                             "'original': on the unpruned architecture.")] = "pruned",
+    rule: Annotated[str, typer.Option(help="Preset (brief, course-macs, micronet-ops) or a YAML rule file.")] = "brief",
+    accuracy: Annotated[float | None, typer.Option(help="Top-1 accuracy (0-1) to check eligibility.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Score any model from its numbers (lower is better), with both terms and every input shown."""
+    from slimbench.config import validate
+    from slimbench.score import ScoreInputs, compute_score
+
+    inputs = validate(ScoreInputs, {"w": w, "f": f, "ps": ps, "pu": pu, "qw": qw, "qa": qa,
+                                    "measured_on": measured_on}, "score")
+    result = compute_score(inputs, rule)
+    eligible = None if accuracy is None else accuracy >= result.rule.min_accuracy
+    if json_:
+        print(json.dumps({"score": result.total, "param_term": result.param_term, "op_term": result.op_term,
+                          "ps_applied": result.ps_applied, "pu_applied": result.pu_applied,
+                          "inputs": inputs.model_dump(), "rule": result.rule.model_dump(), "eligible": eligible,
+                          "notes": result.notes}, indent=2))
+        return
+    table = Table(title=f"score, rule '{result.rule.name}' (lower is better)", show_header=False, box=box.SIMPLE)
+    rows = [
+        ("w, f", f"{inputs.w:,.0f} parameters, {inputs.f:,.0f} {result.rule.op_counting}"),
+        ("Ps, Pu applied", f"{result.ps_applied:g}, {result.pu_applied:g} (given {inputs.ps:g}, {inputs.pu:g}; "
+                           f"measured on the {inputs.measured_on} model)"),
+        ("qw, qa", f"{inputs.qw:g}, {inputs.qa:g} bits"),
+        ("parameter term", f"(1-{result.ps_applied + result.pu_applied:g}) x {inputs.qw:g}/32 x {inputs.w:,.0f}/"
+                           f"{result.rule.param_norm:.3g} = {result.param_term:.4f}"),
+        ("operation term", f"(1-{result.ps_applied:g}) x {max(inputs.qw, inputs.qa):g}/32 x {inputs.f:,.0f}/"
+                           f"{result.rule.op_norm:.3g} = {result.op_term:.4f}"),
+        ("[bold]score", f"[bold]{result.total:.4f}"),
+    ]
+    if eligible is not None:
+        rows.append(("eligible", f"{'yes' if eligible else 'NO'}: accuracy {_pct(accuracy)} vs the rule's "
+                                 f"{_pct(result.rule.min_accuracy)}"))
+    for label, value in rows:
+        table.add_row(label, value)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"rule source: {result.rule.source or 'user rule'}")
+
+
+@app.command()
 def demo(
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option(help="Epochs of the short run.")] = 2,

@@ -1,0 +1,110 @@
+"""The efficiency score of the brief (lower is better), with named rules and both pruning readings.
+
+    score = (1-(Ps+Pu)) * (qw/32) * w/W0  +  (1-Ps) * (max(qw,qa)/32) * f/F0
+
+Structured pruning is counted once: when w and f are measured on the slimmed model (the default,
+``measured_on="pruned"``), the removed filters are already out of w and f and Ps enters as 0; Ps > 0 is
+applied only to w and f of the unpruned architecture (``measured_on="original"``). The same holds for
+unstructured pruning with w counted as non-zero weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from slimbench.config import StrictModel, read_yaml, validate
+from slimbench.errors import ConfigError
+
+
+class ScoreRule(StrictModel):
+    """Normalisers, eligibility threshold and how ``f`` is counted, with where they come from."""
+
+    name: str
+    param_norm: float = Field(gt=0)
+    op_norm: float = Field(gt=0)
+    op_counting: Literal["macs", "micronet-ops"] = "macs"
+    min_accuracy: float = Field(0.90, ge=0, le=1)
+    source: str = ""
+
+
+PRESETS: dict[str, ScoreRule] = {
+    "brief": ScoreRule(
+        name="brief", param_norm=5.6e6, op_norm=8.3e8, op_counting="macs",
+        source="the brief: MACs divided by 8.3e8, parameters by 5.6e6 (ResNet-18 at fp16, IMT Atlantique "
+               "'Efficient Deep Learning' course, after the MicroNet challenge, NeurIPS 2019)",
+    ),
+    "course-macs": ScoreRule(
+        name="course-macs", param_norm=5.6e6, op_norm=2.8e8, op_counting="macs",
+        source="IMT Atlantique course, 2025 text: f counted as MACs and divided by 2.8e8",
+    ),
+    "micronet-ops": ScoreRule(
+        name="micronet-ops", param_norm=5.6e6, op_norm=8.3e8, op_counting="micronet-ops",
+        source="MicroNet challenge: 8.3e8 is ResNet-18's operation count (multiplies at their bit width, "
+               "additions at 32 bits, batch norm 3 ops per element); f must be counted the same way",
+    ),
+}
+
+
+def load_rule(name_or_path: str) -> ScoreRule:
+    """A preset by name, or a user rule from a YAML file with the same keys."""
+    if name_or_path in PRESETS:
+        return PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return validate(ScoreRule, read_yaml(path), str(path))
+    raise ConfigError(f"unknown score rule {name_or_path!r}; presets: {', '.join(PRESETS)}, or a YAML file")
+
+
+class ScoreInputs(StrictModel):
+    w: float = Field(gt=0, description="parameters (non-zero ones, after unstructured pruning)")
+    f: float = Field(gt=0, description="operations, counted by the rule's op_counting")
+    ps: float = Field(0.0, ge=0, lt=1, description="structured pruning ratio")
+    pu: float = Field(0.0, ge=0, lt=1, description="unstructured pruning ratio")
+    qw: float = Field(32, gt=0, le=32, description="weight bits")
+    qa: float = Field(32, gt=0, le=32, description="activation bits")
+    measured_on: Literal["pruned", "original"] = "pruned"
+
+    @model_validator(mode="after")
+    def _ratios(self) -> ScoreInputs:
+        if self.ps + self.pu >= 1:
+            raise ValueError(f"ps + pu must be below 1, got {self.ps + self.pu}")
+        return self
+
+
+@dataclass
+class ScoreBreakdown:
+    rule: ScoreRule
+    inputs: ScoreInputs
+    ps_applied: float
+    pu_applied: float
+    param_term: float
+    op_term: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return self.param_term + self.op_term
+
+
+def compute_score(inputs: ScoreInputs, rule: ScoreRule | str = "brief") -> ScoreBreakdown:
+    """Both terms of the score; pruning ratios are applied only where w and f do not already reflect them."""
+    rule = load_rule(rule) if isinstance(rule, str) else rule
+    notes = []
+    if inputs.measured_on == "pruned":
+        ps, pu = 0.0, 0.0
+        if inputs.ps or inputs.pu:
+            notes.append(
+                f"w and f were measured on the pruned model, so Ps={inputs.ps:g} and Pu={inputs.pu:g} are already in "
+                "them and enter the formula as 0 (counting them again would reward the same pruning twice)"
+            )
+    else:
+        ps, pu = inputs.ps, inputs.pu
+        notes.append("w and f are those of the unpruned architecture: the formula applies Ps and Pu")
+    param_term = (1 - (ps + pu)) * (inputs.qw / 32) * inputs.w / rule.param_norm
+    op_term = (1 - ps) * (max(inputs.qw, inputs.qa) / 32) * inputs.f / rule.op_norm
+    return ScoreBreakdown(rule=rule, inputs=inputs, ps_applied=ps, pu_applied=pu, param_term=param_term,
+                          op_term=op_term, notes=notes)

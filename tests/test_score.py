@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from slimbench.cli import app
+from slimbench.errors import ConfigError
+from slimbench.score import ScoreInputs, compute_score, load_rule
+
+BRIEF = {"w": 198_309, "f": 29_055_103}
+
+
+def test_brief_example_both_readings():
+    # Hand-worked: w/5.6e6 = 0.0354123, f/8.3e8 = 0.0350061.
+    original = compute_score(ScoreInputs(**BRIEF, ps=0.3, measured_on="original"), "brief")
+    assert original.param_term == pytest.approx(0.7 * 198_309 / 5.6e6)
+    assert original.op_term == pytest.approx(0.7 * 29_055_103 / 8.3e8)
+    assert round(original.total, 4) == 0.0493  # what the formula gives for the brief's inputs
+    assert round(compute_score(ScoreInputs(**BRIEF, ps=0.2, measured_on="original")).total, 4) == 0.0563  # reported
+    pruned = compute_score(ScoreInputs(**BRIEF, ps=0.3), "brief")  # w, f already counted after pruning
+    assert pruned.ps_applied == 0 and round(pruned.total, 4) == 0.0704
+    assert "enter the formula as 0" in pruned.notes[0]
+
+
+def test_bits_and_unstructured_pruning():
+    full = compute_score(ScoreInputs(w=1e6, f=1e8, measured_on="original"))
+    w8a8 = compute_score(ScoreInputs(w=1e6, f=1e8, qw=8, qa=8, measured_on="original"))
+    assert w8a8.total == pytest.approx(full.total / 4)
+    w4a8 = compute_score(ScoreInputs(w=1e6, f=1e8, qw=4, qa=8, measured_on="original"))
+    assert w4a8.param_term == pytest.approx(full.param_term / 8) and w4a8.op_term == pytest.approx(full.op_term / 4)
+    sparse = compute_score(ScoreInputs(w=1e6, f=1e8, pu=0.5, measured_on="original"))
+    assert sparse.param_term == pytest.approx(full.param_term / 2) and sparse.op_term == pytest.approx(full.op_term)
+
+
+def test_rules_presets_and_yaml(tmp_path):
+    course = compute_score(ScoreInputs(**BRIEF), "course-macs")
+    assert course.op_term == pytest.approx(29_055_103 / 2.8e8)
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nparam_norm: 1.0e6\nop_norm: 1.0e8\nmin_accuracy: 0.85\n")
+    assert load_rule(str(path)).min_accuracy == 0.85
+    with pytest.raises(ConfigError, match="unknown score rule"):
+        load_rule("nope")
+    path.write_text("name: bad\nparam_norm: 1.0e6\nop_norm: 1.0e8\nthreshold: 0.9\n")
+    with pytest.raises(ConfigError, match="unknown key 'threshold'"):
+        load_rule(str(path))
+
+
+def test_score_cli_from_numbers():
+    runner = CliRunner()
+    result = runner.invoke(app, ["score", "--w", "198309", "--f", "29055103", "--ps", "0.3",
+                                 "--measured-on", "original", "--accuracy", "0.9159", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert round(data["score"], 4) == 0.0493 and data["eligible"] is True
+    table = runner.invoke(app, ["score", "--w", "198309", "--f", "29055103", "--ps", "0.3", "--accuracy", "0.85"])
+    assert "0.0704" in table.output and "NO" in table.output
