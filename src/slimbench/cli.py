@@ -172,6 +172,39 @@ def data(
     console.print(table)
 
 
+@app.command("measure")
+def measure_(
+    target: Annotated[str, typer.Argument(help="A model artifact (model.pt) or a zoo model name (fresh weights).")],
+    latency: Annotated[bool, typer.Option(help="Also time CPU inference at batch 1 and 64.")] = False,
+    per_layer: Annotated[bool, typer.Option(help="Show every convolution and linear layer.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Parameters (total, non-zero), MACs by the documented counting rule, size, and optionally latency."""
+    from slimbench.measure import measure
+
+    report = measure(target, latency=latency)
+    if json_:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{report['source']}", show_header=False, box=box.SIMPLE)
+    table.add_row("parameters", f"{report['params']:,} ({report['nonzero_params']:,} non-zero)")
+    table.add_row("MACs / image", f"{report['macs']:,} (rule {report['rule']}, input {report['input_shape']})")
+    table.add_row("size", ", ".join(f"{k}: {v / 1e6:.2f} MB" for k, v in report["size_bytes"].items()))
+    for lat in report.get("latency", []):
+        table.add_row(f"latency batch {lat['batch_size']}",
+                      f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
+                      f"{lat['images_per_s']:.0f} img/s, {lat['threads']} threads")
+    console.print(table)
+    if per_layer:
+        layers = Table(box=box.SIMPLE_HEAD)
+        for col in ("layer", "kind", "output", "params", "MACs"):
+            layers.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+        for layer in report["layers"]:
+            layers.add_row(layer["name"], layer["kind"], "x".join(map(str, layer["output_shape"])),
+                           f"{layer['params']:,}", f"{layer['macs']:,}")
+        console.print(layers)
+
+
 @app.command()
 def score(
     w: Annotated[float, typer.Option("--w", help="Parameters (non-zero ones after unstructured pruning).")],

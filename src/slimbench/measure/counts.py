@@ -1,0 +1,89 @@
+"""Parameters, multiply-accumulates and storage size, counted on the real forward pass.
+
+Counting rule ``conv-linear-macs`` (documented in the README): one MAC per multiply-add of a convolution
+(``out_elements x in_channels/groups x kh x kw``) or a linear layer (``out_features x in_features`` per row),
+per image, at the real input size, found by hooks on the layers the forward actually runs (so pruned or
+unusual architectures are counted as they are). Batch norm, activations, additions and pooling are not
+counted (they are a few percent of a CNN's arithmetic and fold or fuse at deployment).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+COUNTING_RULE = "conv-linear-macs"
+
+
+@dataclass
+class LayerCount:
+    name: str
+    kind: str
+    output_shape: list[int]
+    params: int
+    nonzero_params: int
+    macs: int
+
+
+@dataclass
+class ModelCounts:
+    input_shape: list[int]
+    params: int
+    trainable_params: int
+    nonzero_params: int
+    macs: int
+    layers: list[LayerCount] = field(default_factory=list)
+    rule: str = COUNTING_RULE
+
+
+def _layer_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return output.numel() // output.shape[0] * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        rows = output.numel() // output.shape[-1] // output.shape[0]
+        return rows * module.in_features * module.out_features
+    return 0
+
+
+@torch.no_grad()
+def count_model(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> ModelCounts:
+    """Count parameters and per-image MACs by running one image through ``model`` (left in its mode)."""
+    layers: list[LayerCount] = []
+    handles = []
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            nonzero = sum(int(torch.count_nonzero(p)) for p in module.parameters(recurse=False))
+            layers.append(LayerCount(name=name, kind=type(module).__name__, output_shape=list(output.shape[1:]),
+                                     params=params, nonzero_params=nonzero, macs=_layer_macs(module, inputs, output)))
+        return record
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            handles.append(module.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return ModelCounts(
+        input_shape=list(input_shape),
+        params=sum(p.numel() for p in model.parameters()),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        nonzero_params=sum(int(torch.count_nonzero(p)) for p in model.parameters()),
+        macs=sum(layer.macs for layer in layers),
+        layers=layers,
+    )
+
+
+def storage_bytes(params: int, bits: float) -> int:
+    """Bytes to store ``params`` values at ``bits`` each, densely packed."""
+    return int(-(-params * bits // 8))
