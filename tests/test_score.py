@@ -56,3 +56,22 @@ def test_score_cli_from_numbers():
     assert round(data["score"], 4) == 0.0493 and data["eligible"] is True
     table = runner.invoke(app, ["score", "--w", "198309", "--f", "29055103", "--ps", "0.3", "--accuracy", "0.85"])
     assert "0.0704" in table.output and "NO" in table.output
+
+
+def test_score_reads_a_checkpoint(tmp_path):
+    from slimbench.artifact import Artifact, save_artifact
+    from slimbench.models import build_model
+
+    spec = {"model": "resnet20"}
+    path = tmp_path / "m.pt"
+    model = build_model(spec)
+    save_artifact(Artifact.from_model(spec, model, metrics={"test_acc": 0.92}), path)
+    result = CliRunner().invoke(app, ["score", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    assert data["inputs"]["w"] == nonzero and data["inputs"]["f"] == 40_813_184
+    assert data["score"] == pytest.approx(nonzero / 5.6e6 + 40_813_184 / 8.3e8)
+    assert data["eligible"] is True
+    refused = CliRunner().invoke(app, ["score", str(path), "--rule", "micronet-ops"])
+    assert refused.exit_code != 0

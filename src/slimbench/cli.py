@@ -207,8 +207,10 @@ def measure_(
 
 @app.command()
 def score(
-    w: Annotated[float, typer.Option("--w", help="Parameters (non-zero ones after unstructured pruning).")],
-    f: Annotated[float, typer.Option("--f", help="Operations, counted as the rule says (MACs for 'brief').")],
+    checkpoint: Annotated[Path | None, typer.Argument(help="A model artifact: w, f, bits and accuracy are read "
+                                                      "from it. Or give --w and --f instead.")] = None,
+    w: Annotated[float | None, typer.Option("--w", help="Parameters (non-zero ones after unstructured pruning).")] = None,
+    f: Annotated[float | None, typer.Option("--f", help="Operations, counted as the rule says (MACs for 'brief').")] = None,
     ps: Annotated[float, typer.Option("--ps", help="Structured pruning ratio.")] = 0.0,
     pu: Annotated[float, typer.Option("--pu", help="Unstructured pruning ratio.")] = 0.0,
     qw: Annotated[float, typer.Option("--qw", help="Weight bits.")] = 32,
@@ -219,13 +221,22 @@ def score(
     accuracy: Annotated[float | None, typer.Option(help="Top-1 accuracy (0-1) to check eligibility.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Score any model from its numbers (lower is better), with both terms and every input shown."""
+    """Score a checkpoint, or any model from its numbers (lower is better), with both terms and every input."""
     from slimbench.config import validate
-    from slimbench.score import ScoreInputs, compute_score
+    from slimbench.score import ScoreInputs, compute_score, inputs_from_artifact, load_rule
 
-    inputs = validate(ScoreInputs, {"w": w, "f": f, "ps": ps, "pu": pu, "qw": qw, "qa": qa,
-                                    "measured_on": measured_on}, "score")
-    result = compute_score(inputs, rule)
+    score_rule = load_rule(rule)
+    if checkpoint is not None:
+        if w is not None or f is not None:
+            raise SlimbenchError("give a checkpoint or --w/--f, not both")
+        inputs, recorded = inputs_from_artifact(checkpoint, score_rule)
+        accuracy = recorded if accuracy is None else accuracy
+    else:
+        if w is None or f is None:
+            raise SlimbenchError("score needs a checkpoint, or both --w and --f")
+        inputs = validate(ScoreInputs, {"w": w, "f": f, "ps": ps, "pu": pu, "qw": qw, "qa": qa,
+                                        "measured_on": measured_on}, "score")
+    result = compute_score(inputs, score_rule)
     eligible = None if accuracy is None else accuracy >= result.rule.min_accuracy
     if json_:
         print(json.dumps({"score": result.total, "param_term": result.param_term, "op_term": result.op_term,

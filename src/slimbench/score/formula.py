@@ -108,3 +108,28 @@ def compute_score(inputs: ScoreInputs, rule: ScoreRule | str = "brief") -> Score
     op_term = (1 - ps) * (max(inputs.qw, inputs.qa) / 32) * inputs.f / rule.op_norm
     return ScoreBreakdown(rule=rule, inputs=inputs, ps_applied=ps, pu_applied=pu, param_term=param_term,
                           op_term=op_term, notes=notes)
+
+
+def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs, float | None]:
+    """w, f, Ps, Pu, qw, qa as the saved model really is, plus its recorded test accuracy.
+
+    w is the non-zero parameter count and f the MACs of the model as stored, so pruning already shows in
+    them (``measured_on="pruned"``); the pruning ratios are read from the lineage for the record only.
+    """
+    from slimbench.artifact import load_model
+    from slimbench.measure import count_model
+
+    if rule.op_counting != "macs":
+        raise ConfigError(f"rule {rule.name!r} counts f as {rule.op_counting}, which `measure` does not count yet; "
+                          "use a MAC-based rule (brief, course-macs)")
+    model, artifact = load_model(path)
+    counts = count_model(model)
+    prune_steps = [step for step in artifact.lineage if step.get("stage") == "prune"]
+    ps = sum(float(step.get("metrics", {}).get("structured_ratio", 0)) for step in prune_steps)
+    pu = sum(float(step.get("metrics", {}).get("unstructured_ratio", 0)) for step in prune_steps)
+    quant = artifact.quant or {}
+    inputs = ScoreInputs(w=counts.nonzero_params, f=counts.macs, ps=min(ps, 0.99), pu=min(pu, 0.99),
+                         qw=float(quant.get("weight_bits", 32)), qa=float(quant.get("activation_bits", 32)),
+                         measured_on="pruned")
+    accuracy = artifact.metrics.get("test_acc")
+    return inputs, float(accuracy) if isinstance(accuracy, int | float) else None
