@@ -206,6 +206,28 @@ def measure_(
 
 
 @app.command()
+def doctor(
+    target: Annotated[str, typer.Argument(help="A model artifact, or a zoo model with arguments: "
+                                          "densenet121:stem=imagenet,num_classes=1000")],
+    classes: Annotated[int | None, typer.Option(help="Classes of the task (default: the model's, else 10).")] = None,
+    input_size: Annotated[int, typer.Option(help="Input height/width in pixels.")] = 32,
+) -> None:
+    """Static checks that explain poor results before training, each with a one-line fix."""
+    from slimbench.measure import diagnose_target
+
+    name, findings = diagnose_target(target, classes, input_size)
+    if not findings:
+        console.print(f"{name}: no findings")
+        return
+    colours = {"error": "red", "warn": "yellow", "info": "cyan"}
+    for finding in findings:
+        console.print(f"[{colours[finding.severity]}]{finding.severity:5}[/] {finding.check}: {finding.message}")
+        console.print(f"      fix: {finding.fix}")
+    if any(f.severity == "error" for f in findings):
+        raise typer.Exit(1)
+
+
+@app.command()
 def score(
     checkpoint: Annotated[Path | None, typer.Argument(help="A model artifact: w, f, bits and accuracy are read "
                                                       "from it. Or give --w and --f instead.")] = None,
@@ -300,7 +322,9 @@ def main() -> None:
     from slimbench.train import TrainingInterrupted
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TrainingInterrupted as exc:
         Console(stderr=True).print(f"[yellow]{exc}[/]")
         sys.exit(130)
