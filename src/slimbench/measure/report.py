@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from slimbench.artifact import atomic_write, load_model
+from slimbench.artifact import load_model
 from slimbench.data import load_dataset, split_dataset
 from slimbench.errors import SlimbenchError
 from slimbench.measure.accuracy import evaluate, resolve_device
@@ -60,11 +59,10 @@ def evaluate_checkpoint(
 def plot_confusion(confusion: list[list[int]], classes: list[str] | tuple[str, ...], path: str | Path,
                    title: str = "") -> None:
     """Row-normalised confusion matrix (true class down, predicted across), counts in each cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+
+    from slimbench.plotting import save_figure  # sets the headless backend first
 
     counts = np.asarray(confusion)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
@@ -81,8 +79,4 @@ def plot_confusion(confusion: list[list[int]], classes: list[str] | tuple[str, .
                         color="white" if rates[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    save_figure(fig, path)

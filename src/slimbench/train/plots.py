@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from slimbench.artifact import atomic_write
+from slimbench.plotting import save_figure
 
 
 def plot_history(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
@@ -33,10 +30,5 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, title: str = "
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    import io
+    save_figure(fig, path)
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(path, buffer.getvalue())
