@@ -28,6 +28,7 @@ from torch import nn
 from slimbench import __version__
 from slimbench.errors import CheckpointError, ModelError
 from slimbench.models import build_model, normalize_spec
+from slimbench.models.structure import apply_structure
 
 FORMAT = "slimbench.artifact"
 FORMAT_VERSION = 1
@@ -46,7 +47,7 @@ class Artifact:
 
     @property
     def digest(self) -> str:
-        return state_digest(self.spec, self.state)
+        return state_digest(self.spec, self.state, self.structure, self.quant)
 
     @classmethod
     def from_model(cls, spec: dict[str, Any], model: nn.Module, **kwargs: Any) -> Artifact:
@@ -67,8 +68,16 @@ class Artifact:
         }
 
 
-def state_digest(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+def state_digest(
+    spec: dict[str, Any], state: dict[str, torch.Tensor], structure: dict[str, Any] | None = None,
+    quant: dict[str, Any] | None = None,
+) -> str:
+    """SHA-256 over everything that defines the model's function; structure/quant only when present."""
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    if structure:
+        h.update(b"structure:" + json.dumps(structure, sort_keys=True).encode())
+    if quant:
+        h.update(b"quant:" + json.dumps(quant, sort_keys=True).encode())
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         h.update(f"{key}:{tensor.dtype}:{list(tensor.shape)}".encode())
@@ -147,13 +156,13 @@ def load_artifact(path: str | Path) -> Artifact:
 
 
 def build_from_artifact(artifact: Artifact, path: str | Path = "artifact") -> nn.Module:
-    """Rebuild the model: architecture from ``spec``, then the weights from ``state``."""
+    """Rebuild the model: architecture from ``spec``, layers resized to ``structure``, weights from ``state``."""
     try:
         model = build_model(artifact.spec)
     except ModelError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    if artifact.structure is not None:
-        raise CheckpointError(f"{path}: pruned structures need a newer slimbench than this one")
+    if artifact.structure:
+        apply_structure(model, artifact.structure, str(path))
     try:
         result = model.load_state_dict(artifact.state, strict=False)
     except RuntimeError as exc:  # a tensor whose shape does not fit the layer

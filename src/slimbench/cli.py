@@ -84,6 +84,58 @@ def train(
     console.print(table)
 
 
+@app.command()
+def prune(
+    checkpoint: Annotated[Path, typer.Argument(help="The model artifact to prune (model.pt of a run).")],
+    config: Annotated[Path | None, typer.Option(help="YAML pruning config (see configs/); flags override it.")] = None,
+    kind: Annotated[str | None, typer.Option(help="structured (channels removed) or unstructured (weights zeroed).")] = None,
+    method: Annotated[str | None, typer.Option(help="l1, l2, bn_scale, taylor or random (unstructured: l1, random).")] = None,
+    ratio: Annotated[float | None, typer.Option(help="Share to remove: of the original parameters/MACs/channels "
+                                                "(structured, see --target) or of the selected weights (unstructured).")] = None,
+    target: Annotated[str | None, typer.Option(help="What --ratio measures (structured): params, macs or channels.")] = None,
+    scope: Annotated[str | None, typer.Option(help="global (one ranking) or layer (same ratio per layer).")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layer types to prune: conv, linear or conv,linear "
+                                               "('linear' is the brief's linear pruning).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Iterative pruning in this many steps (fine-tune after each).")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(help="Fine-tune this many epochs after each step.")] = None,
+    finetune_lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate.")] = None,
+    distill: Annotated[bool, typer.Option(help="Fine-tune with the unpruned model as teacher.")] = False,
+    name: Annotated[str | None, typer.Option(help="Run name: the output directory is runs/NAME.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (re-run with the same one to resume).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set finetune.optimizer.lr=0.01")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+) -> None:
+    """Prune a model (structured with Torch-Pruning, or unstructured), optionally fine-tuning; writes model.pt."""
+    from slimbench.compress import PruneConfig
+    from slimbench.compress import prune as run_prune
+    from slimbench.config import load_config, parse_override
+
+    overrides: dict[str, Any] = {}
+    for key, value in (("kind", kind), ("method", method), ("ratio", ratio), ("target", target), ("scope", scope),
+                       ("name", name), ("finetune.epochs", finetune_epochs), ("finetune.optimizer.lr", finetune_lr)):
+        if value is not None:
+            overrides[key] = value
+    if layers is not None:
+        overrides["layers"] = [part.strip() for part in layers.split(",") if part.strip()]
+    if steps is not None:
+        overrides.update({"steps": steps, "schedule": "iterative" if steps > 1 else "oneshot"})
+    if distill:
+        overrides["distill_from_parent"] = True
+    overrides.update(dict(parse_override(item) for item in set_ or []))
+    cfg = load_config(PruneConfig, config, overrides)
+    result = run_prune(checkpoint, cfg, run_dir=out, progress=progress)
+    table = Table(title=f"pruned {checkpoint} -> {result.model_path}", box=box.SIMPLE_HEAD)
+    for col in ("step", "ratio", "params", "non-zero", "MACs", "Ps", "Pu", "val%", "test%"):
+        table.add_column(col, justify="right")
+    for row in result.metrics["steps"]:
+        table.add_row(
+            str(row["step"]), f"{row['ratio']:.3f}", f"{row['params_after']:,}", f"{row['nonzero_after']:,}",
+            f"{row['macs_after']:,}", f"{row['structured_ratio']:.3f}", f"{row['unstructured_ratio']:.3f}",
+            _pct(row.get("val_acc")).rstrip("%"), _pct(row.get("test_acc")).rstrip("%"),
+        )
+    console.print(table)
+
+
 @app.command("eval")
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A model artifact (model.pt, best.pt).")],

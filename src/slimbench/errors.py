@@ -23,3 +23,7 @@ class ConfigError(SlimbenchError):
 
 class TrainingError(SlimbenchError):
     """Training cannot go on (non-finite loss, impossible settings)."""
+
+
+class CompressionError(SlimbenchError):
+    """A pruning or quantization step that cannot be done as asked."""

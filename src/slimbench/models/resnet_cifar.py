@@ -15,16 +15,25 @@ from slimbench.models.registry import register
 
 
 class PadShortcut(nn.Module):
-    """Option A: stride-2 subsampling and zero channels appended, no weights."""
+    """Option A: stride-2 subsampling and zero channels appended, no weights.
+
+    Its output channel i is its input channel i, so channels cannot be pruned on one side alone: structured
+    pruning treats it as a barrier (``channel_barrier``) and leaves the channels it joins untouched.
+    """
+
+    channel_barrier = True
+    structure_fields = ("in_channels", "out_channels")
 
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
         self.stride = stride
-        self.extra = planes - in_planes
+        self.in_channels = in_planes
+        self.out_channels = planes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+        extra = self.out_channels - self.in_channels
+        return F.pad(x, (0, 0, 0, 0, 0, extra)) if extra else x
 
 
 class BasicBlock(nn.Module):

@@ -31,6 +31,7 @@ from slimbench.artifact import (
     safe_torch_load,
     save_artifact,
 )
+from slimbench.compress.unstructured import MaskKeeper
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
@@ -142,6 +143,9 @@ class _Trainer:
         self.spec = spec
         self.parent: str | None = None
         self.lineage: list[dict[str, Any]] = []
+        self.structure: dict[str, Any] | None = None
+        self.quant: dict[str, Any] | None = None
+        sparse: list[str] = []
         if config.init_from:
             model, parent = load_model(config.init_from)
             if parent.spec["model"] != spec["model"]:
@@ -149,12 +153,17 @@ class _Trainer:
             self.spec = parent.spec
             self.parent = parent.digest
             self.lineage = list(parent.lineage)
+            self.structure, self.quant = parent.structure, parent.quant
+            # Weights zeroed by unstructured pruning stay zero while fine-tuning.
+            sparse = sorted({name for step in self.lineage if step.get("stage") == "prune"
+                             for name in (step.get("metrics") or {}).get("sparse_params", [])})
         else:
             torch.manual_seed(config.seed)
             model = build_model(spec)
         self.channels_last = config.channels_last and channels_last_is_safe(model)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
+        self.masks = MaskKeeper(self.model, sparse) if sparse else None
         # uint8 images live on the training device for the whole run: a batch is one gather away.
         self.train_x = self.dataset.train_x[train_idx].to(self.device).contiguous(memory_format=memory)
         self.train_y = self.dataset.train_y[train_idx].to(self.device)
@@ -190,7 +199,8 @@ class _Trainer:
             "time": now_iso(),
             "metrics": metrics,
         }
-        artifact = Artifact.from_model(self.spec, self.model, lineage=[*self.lineage, step], metrics=metrics)
+        artifact = Artifact.from_model(self.spec, self.model, structure=self.structure, quant=self.quant,
+                                       lineage=[*self.lineage, step], metrics=metrics)
         if state is not None:
             artifact.state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         return artifact
@@ -273,6 +283,8 @@ class _Trainer:
                 self.scaler.update()
             else:
                 optimizer.step()
+            if self.masks:
+                self.masks.apply()
             if self.ema:
                 self.ema.update(self.model)
             loss_sum += loss.detach()

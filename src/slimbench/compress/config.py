@@ -1,0 +1,57 @@
+"""Pruning configuration: every field is a YAML key, a ``--set key=value`` override and a CLI option."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from slimbench.config import StrictModel
+
+STRUCTURED_METHODS = ("l1", "l2", "bn_scale", "taylor", "random")
+UNSTRUCTURED_METHODS = ("l1", "random")
+
+
+class PruneConfig(StrictModel):
+    name: str | None = None
+    kind: Literal["structured", "unstructured"] = "structured"
+    method: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"
+    # structured: the fraction of the *original* parameters (or MACs, or channels) to remove in total;
+    # unstructured: the fraction of the selected weights set to zero.
+    ratio: float = Field(0.3, gt=0, lt=1)
+    target: Literal["params", "macs", "channels"] = "params"  # what `ratio` measures (structured only)
+    scope: Literal["global", "layer"] = "layer"  # one ranking across layers, or the same ratio in each layer
+    layers: list[Literal["conv", "linear"]] = ["conv", "linear"]  # layer types that may be pruned
+    include: list[str] = []  # fnmatch patterns of module names to prune (empty: all of `layers`)
+    exclude: list[str] = []  # fnmatch patterns of module names to protect
+    protect_classifier: bool = True  # the last Linear layer keeps its outputs (and, unstructured, its weights)
+    max_layer_ratio: float = Field(0.9, gt=0, le=1)  # no layer loses more than this share of its channels
+    round_to: int | None = Field(None, gt=0)  # keep channel counts multiples of this (SIMD-friendly)
+    schedule: Literal["oneshot", "iterative"] = "oneshot"
+    steps: int = Field(1, gt=0)  # iterative: prune in this many steps, fine-tuning after each
+    ramp: Literal["linear", "cubic"] = "linear"  # iterative: how the ratio grows over the steps
+    calibration_batches: int = Field(8, gt=0)  # taylor: training batches whose gradients rank channels
+    calibration_batch_size: int = Field(64, gt=0)
+    seed: int = 0
+    # Fine-tuning after each pruning step: keys of the training config (epochs, optimizer, schedule, ...)
+    # laid over the parent's own training config; None skips fine-tuning.
+    finetune: dict[str, Any] | None = None
+    distill_from_parent: bool = False  # fine-tune with the unpruned model as teacher
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruneConfig:
+        if self.kind == "unstructured" and self.method not in UNSTRUCTURED_METHODS:
+            raise ValueError(f"unstructured pruning ranks weights by {' or '.join(UNSTRUCTURED_METHODS)}, "
+                             f"not {self.method!r}")
+        if self.schedule == "oneshot" and self.steps != 1:
+            raise ValueError("steps > 1 needs schedule: iterative")
+        if self.distill_from_parent and self.finetune is None:
+            raise ValueError("distill_from_parent needs finetune settings")
+        return self
+
+
+def ramp_ratios(final: float, steps: int, ramp: str) -> list[float]:
+    """Cumulative ratio after each of ``steps`` steps; cubic front-loads pruning (Zhu and Gupta 2017)."""
+    if ramp == "linear":
+        return [final * (k / steps) for k in range(1, steps + 1)]
+    return [final * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]

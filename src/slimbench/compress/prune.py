@@ -1,0 +1,224 @@
+"""The prune stage: artifact in, pruned (and optionally fine-tuned) artifact out.
+
+One-shot prunes once; iterative prunes in ``steps`` steps along a linear or cubic ramp and fine-tunes after
+each. Every step writes ``step<k>/pruned.pt`` and, when fine-tuning, a full training run in
+``step<k>/finetune/``; an interrupted pipeline resumes from what is on disk. Ratios for the score are
+recorded against the *original* (unpruned) architecture of the lineage: ``structured_ratio`` is the share
+of its parameters removed by this step, ``unstructured_ratio`` the share newly set to zero.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbench.artifact import (
+    Artifact,
+    atomic_write,
+    code_version,
+    config_hash,
+    load_artifact,
+    load_model,
+    now_iso,
+    save_artifact,
+)
+from slimbench.compress.config import PruneConfig, ramp_ratios
+from slimbench.compress.select import select_layers
+from slimbench.compress.structured import prune_structured
+from slimbench.compress.unstructured import prune_unstructured
+from slimbench.config import dump_yaml, read_yaml, validate
+from slimbench.data import ImageDataset, load_dataset, normalize, split_dataset
+from slimbench.errors import CompressionError, ConfigError
+from slimbench.measure import count_model
+from slimbench.models import build_model
+from slimbench.models.structure import structure_changes
+from slimbench.runs import make_run_dir
+
+
+@dataclass
+class PruneResult:
+    run_dir: Path
+    model_path: Path
+    metrics: dict[str, Any]
+
+
+def _parent_train_config(artifact: Artifact) -> dict[str, Any]:
+    for step in reversed(artifact.lineage):
+        if step.get("stage") == "train":
+            return dict(step.get("config") or {})
+    return {}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _input_shape(dataset: ImageDataset | None) -> tuple[int, ...]:
+    return tuple(dataset.train_x.shape[1:]) if dataset is not None else (3, 32, 32)
+
+
+def _calibration(dataset: ImageDataset, train_config: dict[str, Any], config: PruneConfig):  # type: ignore[no-untyped-def]
+    """Gradients of the loss on a few training batches (never validation or test images), for Taylor ranking."""
+    data = train_config.get("data") or {}
+    val_size = min(int(data.get("val_size", 5000)), len(dataset.train_y) // 10)
+    splits = split_dataset(dataset, val_size, int(data.get("split_seed", 0)))
+    pick = torch.randperm(len(splits.train_idx), generator=torch.Generator().manual_seed(config.seed))
+    count = min(config.calibration_batches * config.calibration_batch_size, len(pick))
+    idx = splits.train_idx[pick[:count]]
+
+    def calibrate(model: nn.Module) -> None:
+        model.eval()
+        for start in range(0, count, config.calibration_batch_size):
+            batch = idx[start:start + config.calibration_batch_size]
+            x = normalize(dataset.train_x[batch], channels_last=False)
+            F.cross_entropy(model(x), dataset.train_y[batch]).backward()
+
+    return calibrate
+
+
+def prune_model(
+    model: nn.Module,
+    spec: dict[str, Any],
+    config: PruneConfig,
+    ratio: float | None = None,
+    input_shape: tuple[int, ...] = (3, 32, 32),
+    calibrate: Any = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Prune an in-memory model to ``ratio`` (cumulative, of the original architecture); returns a new model.
+
+    The step's record holds counts before and after and the ratios the score reads.
+    """
+    ratio = config.ratio if ratio is None else ratio
+    original = count_model(build_model(spec).eval(), input_shape)
+    before = count_model(model.eval(), input_shape)
+    record: dict[str, Any] = {"kind": config.kind, "method": config.method, "ratio": ratio, "scope": config.scope}
+    if config.kind == "structured":
+        reference = {"params": original.params, "macs": original.macs}.get(config.target)
+        if reference is None:
+            reference = sum(m.out_channels for m in build_model(spec).modules() if isinstance(m, nn.Conv2d | nn.Conv1d))
+        result = prune_structured(model, config, ratio, reference, input_shape, calibrate)
+        pruned = result.model
+        record.update(target=config.target, channel_ratio=result.channel_ratio, achieved=result.achieved)
+        sparse_names: list[str] = []
+    else:
+        import copy
+
+        pruned = copy.deepcopy(model)
+        layers = select_layers(pruned, config)
+        report = prune_unstructured(layers, config, ratio)
+        record.update(sparsity=report.sparsity, per_layer_sparsity=report.per_layer)
+        sparse_names = [f"{name}.weight" for name in layers]
+    after = count_model(pruned.eval(), input_shape)
+    structured_removed = before.params - after.params
+    newly_zero = (before.nonzero_params - after.nonzero_params) - structured_removed
+    record.update(
+        original_params=original.params, original_macs=original.macs,
+        params_before=before.params, params_after=after.params,
+        nonzero_before=before.nonzero_params, nonzero_after=after.nonzero_params,
+        macs_before=before.macs, macs_after=after.macs,
+        structured_ratio=structured_removed / original.params,
+        unstructured_ratio=max(newly_zero, 0) / original.params,
+        sparse_params=sparse_names,
+    )
+    return pruned, record
+
+
+def _pruned_artifact(parent: Artifact, pruned: nn.Module, config: PruneConfig, record: dict[str, Any]) -> Artifact:
+    unpruned = build_model(parent.spec)
+    step = {
+        "stage": "prune",
+        "config": config.model_dump(mode="json"),
+        "config_hash": config_hash(config.model_dump(mode="json")),
+        "parent": parent.digest,
+        "code": code_version(),
+        "time": now_iso(),
+        "metrics": record,
+    }
+    return Artifact.from_model(
+        parent.spec, pruned, structure=structure_changes(unpruned, pruned) or None, quant=parent.quant,
+        lineage=[*parent.lineage, step], metrics={k: v for k, v in record.items() if k != "per_layer_sparsity"},
+    )
+
+
+def prune(
+    checkpoint: str | Path,
+    config: PruneConfig,
+    run_dir: str | Path | None = None,
+    dataset: ImageDataset | None = None,
+    progress: bool = True,
+    runs_root: str | Path | None = None,
+) -> PruneResult:
+    """Prune ``checkpoint`` as ``config`` says, fine-tuning after each step when asked; writes ``model.pt``.
+
+    Re-running with the same ``run_dir`` and config continues an interrupted pipeline.
+    """
+    from slimbench.train import TrainConfig, resume_training, train  # the trainer is a public API
+
+    parent = load_artifact(checkpoint)
+    path = Path(run_dir) if run_dir else make_run_dir(config.name, f"{parent.spec['model']}-pruned", runs_root)
+    saved = path / "prune.yaml"
+    if saved.exists():
+        previous = validate(PruneConfig, read_yaml(saved), str(saved))
+        if previous != config:
+            raise ConfigError(f"{path} holds a pruning run with another config: choose another directory")
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, dump_yaml(config).encode())
+
+    train_base = _parent_train_config(parent)
+    needs_data = config.finetune is not None or config.method == "taylor"
+    if needs_data and dataset is None:
+        data = train_base.get("data") or {}
+        dataset = load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+    input_shape = _input_shape(dataset)
+    calibrate = _calibration(dataset, train_base, config) if config.method == "taylor" and dataset else None
+
+    ratios = ramp_ratios(config.ratio, config.steps, config.ramp) if config.schedule == "iterative" else [config.ratio]
+    current_path = Path(checkpoint)
+    steps: list[dict[str, Any]] = []
+    for k, ratio in enumerate(ratios, start=1):
+        step_dir = path / f"step{k}"
+        pruned_path = step_dir / "pruned.pt"
+        if not pruned_path.exists():
+            model, current = load_model(current_path)
+            pruned, record = prune_model(model, current.spec, config, ratio, input_shape, calibrate)
+            record["step"] = k
+            save_artifact(_pruned_artifact(current, pruned, config, record), pruned_path)
+        pruned_artifact = load_artifact(pruned_path)
+        summary = {"step": k, "ratio": ratio, **{key: pruned_artifact.metrics.get(key) for key in (
+            "params_after", "nonzero_after", "macs_after", "structured_ratio", "unstructured_ratio")}}
+        current_path = pruned_path
+        if config.finetune is not None:
+            finetune_dir = step_dir / "finetune"
+            if (finetune_dir / "model.pt").exists():
+                result_metrics = json.loads((finetune_dir / "metrics.json").read_text())
+            elif (finetune_dir / "last.pt").exists():
+                result_metrics = resume_training(finetune_dir, progress=progress, dataset=dataset).metrics
+            else:
+                settings = {key: value for key, value in train_base.items() if key not in ("name", "init_from", "distill")}
+                settings = _merge(settings, config.finetune)
+                settings.update(name=f"{path.name}-step{k}", model=pruned_artifact.spec, init_from=str(pruned_path))
+                if config.distill_from_parent:
+                    settings["distill"] = _merge({"teacher": str(checkpoint)}, config.finetune.get("distill") or {})
+                train_config = validate(TrainConfig, settings, "finetune")
+                result_metrics = train(train_config, run_dir=finetune_dir, progress=progress, dataset=dataset).metrics
+            summary.update(val_acc=result_metrics.get("val_acc"), test_acc=result_metrics.get("test_acc"))
+            current_path = finetune_dir / "model.pt"
+        steps.append(summary)
+
+    final = load_artifact(current_path)
+    save_artifact(final, path / "model.pt")
+    metrics = {"checkpoint": str(checkpoint), "model": str(path / "model.pt"), "steps": steps,
+               **{k: v for k, v in final.metrics.items() if isinstance(v, int | float | str)}}
+    atomic_write(path / "metrics.json", json.dumps(metrics, indent=2).encode())
+    if not steps:
+        raise CompressionError("nothing was pruned")
+    return PruneResult(run_dir=path, model_path=path / "model.pt", metrics=metrics)

@@ -1,0 +1,79 @@
+"""Unstructured (weight-level) pruning with ``torch.nn.utils.prune``, made permanent before saving.
+
+Weights that are already zero rank lowest, so pruning to a higher ratio keeps earlier zeros and adds to
+them: iterative and gradual schedules only ever grow the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from slimbench.compress.config import PruneConfig
+
+
+@dataclass
+class SparsityReport:
+    per_layer: dict[str, float]  # zero fraction of each pruned weight tensor
+    pruned_weights: int  # weights in the selected tensors
+    zero_weights: int  # of which zero
+
+    @property
+    def sparsity(self) -> float:
+        return self.zero_weights / max(self.pruned_weights, 1)
+
+
+def _scores(weight: torch.Tensor, method: str, generator: torch.Generator) -> torch.Tensor:
+    if method == "l1":
+        return weight.detach().abs()
+    # random: a random rank for live weights, below all of them for weights already zero
+    noise = torch.rand(weight.shape, generator=generator) + 1.0
+    return torch.where(weight.detach() != 0, noise.to(weight.device), torch.zeros_like(weight))
+
+
+@torch.no_grad()
+def prune_unstructured(layers: dict[str, nn.Module], config: PruneConfig, ratio: float | None = None) -> SparsityReport:
+    """Zero ``ratio`` of the selected weights (globally or per layer) and make the zeros permanent."""
+    ratio = config.ratio if ratio is None else ratio
+    generator = torch.Generator().manual_seed(config.seed)
+    targets = [(module, "weight") for module in layers.values()]
+    scores = {(module, "weight"): _scores(module.weight, config.method, generator) for module in layers.values()}
+    if config.scope == "global":
+        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, importance_scores=scores,
+                                  amount=ratio)
+    else:
+        for module, name in targets:
+            prune.l1_unstructured(module, name, amount=ratio, importance_scores=scores[(module, name)])
+    for module, name in targets:
+        prune.remove(module, name)
+    return sparsity_of(layers)
+
+
+def sparsity_of(layers: dict[str, nn.Module]) -> SparsityReport:
+    per_layer, total, zeros = {}, 0, 0
+    for name, module in layers.items():
+        weight = module.weight
+        layer_zeros = int((weight == 0).sum())
+        per_layer[name] = layer_zeros / weight.numel()
+        total += weight.numel()
+        zeros += layer_zeros
+    return SparsityReport(per_layer=per_layer, pruned_weights=total, zero_weights=zeros)
+
+
+class MaskKeeper:
+    """Holds pruned weights at zero while a sparse model trains (re-applied after every optimiser step)."""
+
+    def __init__(self, model: nn.Module, parameter_names: list[str]) -> None:
+        params = dict(model.named_parameters())
+        missing = [name for name in parameter_names if name not in params]
+        if missing:
+            raise ValueError(f"sparse parameters not in the model: {', '.join(missing[:3])}")
+        self.pairs = [(params[name], params[name].detach() != 0) for name in parameter_names]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for param, mask in self.pairs:
+            param.mul_(mask)

@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from slimbench.artifact import Artifact, load_model, save_artifact
+from slimbench.cli import app
+from slimbench.compress import PruneConfig, prune, prune_model
+from slimbench.compress.config import ramp_ratios
+from slimbench.errors import CheckpointError, ConfigError
+from slimbench.measure import count_model
+from slimbench.models import build_model
+from slimbench.score import inputs_from_artifact, load_rule
+
+# Every zoo family, narrowed where the full model would make the test slow; the graph is the same.
+ZOO = [
+    {"model": "resnet20", "shortcut": "B"},
+    {"model": "resnet20", "shortcut": "A"},
+    {"model": "resnet32", "width": 0.5},
+    {"model": "resnet18", "width": 0.25},
+    {"model": "resnet34", "stem": "imagenet", "width": 0.25},
+    {"model": "preactresnet18", "width": 0.25},
+    {"model": "densenet121", "width": 0.25},
+    {"model": "mobilenetv2", "width": 0.25},
+]
+
+
+def _save(tmp_path, spec, name="parent.pt"):
+    torch.manual_seed(0)
+    model = build_model(spec)
+    with torch.no_grad():  # trained-looking BN so that no channel is trivially dead
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    path = tmp_path / name
+    save_artifact(Artifact.from_model(spec, model), path)
+    return path
+
+
+@pytest.mark.parametrize("spec", ZOO, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_structured_30_percent_shrinks_and_round_trips(tmp_path, spec):
+    path = _save(tmp_path, spec)
+    model, _ = load_model(path)
+    target = "channels" if spec["model"] == "densenet121" else "params"  # densenet: one pass instead of a search
+    result = prune(path, PruneConfig(ratio=0.3, target=target), run_dir=tmp_path / "pruned", progress=False)
+    pruned, artifact = load_model(result.model_path)
+    before, after = count_model(model), count_model(pruned)
+    assert after.params < before.params and after.macs < before.macs
+    if target == "params" and spec.get("shortcut") != "A":
+        assert after.params / before.params == pytest.approx(0.7, abs=0.03)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert pruned(x).shape == model(x).shape == (3, 10)
+        # the saved structure rebuilds the same network: identical outputs after a save/load round trip
+        rebuilt, _ = load_model(result.model_path)
+        assert torch.equal(rebuilt(x), pruned(x))
+    assert artifact.structure and artifact.lineage[-1]["stage"] == "prune"
+
+
+def test_option_a_shortcuts_are_barriers(tmp_path):
+    # Option A's zero-padding maps input channel i to output channel i: only the channels inside each block
+    # may go, so the residual widths stay 16/32/64.
+    spec = {"model": "resnet20", "shortcut": "A"}
+    pruned, record = prune_model(build_model(spec), spec, PruneConfig(ratio=0.25, target="channels"))
+    assert record["params_after"] < record["params_before"]
+    assert pruned.conv1.out_channels == 16 and pruned.layer3[2].conv2.out_channels == 64
+    assert pruned.layer1[0].conv1.out_channels == 12
+    assert pruned.fc.in_features == 64
+
+
+def test_classifier_is_protected_and_linear_pruning_is_named(tmp_path):
+    spec = {"model": "resnet20"}
+    model = build_model(spec)
+    pruned, _ = prune_model(model, spec, PruneConfig(ratio=0.3))
+    assert pruned.fc.out_features == 10
+    with pytest.raises(ConfigError, match="only Linear layer is the classifier"):
+        prune_model(model, spec, PruneConfig(kind="unstructured", ratio=0.2, layers=["linear"]))
+    sparse, record = prune_model(model, spec, PruneConfig(kind="unstructured", ratio=0.2, layers=["linear"],
+                                                          protect_classifier=False))
+    assert record["sparse_params"] == ["fc.weight"]
+    assert (sparse.fc.weight == 0).float().mean().item() == pytest.approx(0.2, abs=0.002)
+    assert int((sparse.layer1[0].conv1.weight == 0).sum()) == 0
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("method", ["l1", "random"])
+def test_unstructured_sparsity_equals_the_ratio(scope, method):
+    spec = {"model": "resnet20"}
+    torch.manual_seed(0)
+    pruned, record = prune_model(build_model(spec), spec,
+                                 PruneConfig(kind="unstructured", method=method, scope=scope, ratio=0.6))
+    assert record["sparsity"] == pytest.approx(0.6, abs=0.001)
+    if scope == "layer":
+        assert all(abs(s - 0.6) < 0.01 for s in record["per_layer_sparsity"].values())
+    counts = count_model(pruned)
+    assert counts.params == record["params_before"]  # unstructured keeps shapes
+    assert record["unstructured_ratio"] == pytest.approx((record["nonzero_before"] - counts.nonzero_params)
+                                                         / record["original_params"])
+    assert record["structured_ratio"] == 0
+
+
+def test_magnitude_pruning_removes_the_smallest_weights():
+    spec = {"model": "resnet20"}
+    model = build_model(spec)
+    pruned, _ = prune_model(model, spec, PruneConfig(kind="unstructured", scope="global", ratio=0.5))
+    kept = torch.cat([p.weight.abs().flatten() for n, p in pruned.named_modules()
+                      if isinstance(p, torch.nn.Conv2d)])
+    original = torch.cat([p.weight.abs().flatten() for n, p in model.named_modules() if isinstance(p, torch.nn.Conv2d)])
+    threshold = kept[kept > 0].min()
+    assert (original[kept == 0] <= threshold).all()
+
+
+def test_fine_tuning_keeps_the_zeros_and_score_reads_the_lineage(tmp_path, synthetic):
+    path = _save(tmp_path, {"model": "resnet20", "width": 0.5})
+    finetune = {"epochs": 1, "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}}
+    result = prune(path, PruneConfig(kind="unstructured", ratio=0.5, scope="global", finetune=finetune),
+                   run_dir=tmp_path / "u", dataset=synthetic, progress=False)
+    model, artifact = load_model(result.model_path)
+    before, _ = load_model(tmp_path / "u" / "step1" / "pruned.pt")
+    pruned_names = artifact.lineage[-2]["metrics"]["sparse_params"]
+    params, old = dict(model.named_parameters()), dict(before.named_parameters())
+    for name in pruned_names:
+        assert torch.equal(params[name] == 0, old[name] == 0), name  # same zeros, no more, no fewer
+    assert not torch.equal(params[pruned_names[0]], old[pruned_names[0]])  # yet the weights did train
+    assert [step["stage"] for step in artifact.lineage] == ["prune", "train"]
+    inputs, accuracy = inputs_from_artifact(result.model_path, load_rule("brief"))
+    assert inputs.pu == pytest.approx(artifact.lineage[0]["metrics"]["unstructured_ratio"])
+    assert inputs.ps == 0 and accuracy is not None
+    assert inputs.w == count_model(model).nonzero_params
+
+
+def test_iterative_structured_with_fine_tuning_and_resume(tmp_path, synthetic):
+    path = _save(tmp_path, {"model": "resnet20", "width": 0.5})
+    finetune = {"epochs": 1, "data": {"name": "synthetic", "val_size": 64}}
+    cfg = PruneConfig(ratio=0.4, schedule="iterative", steps=2, ramp="cubic", finetune=finetune)
+    result = prune(path, cfg, run_dir=tmp_path / "it", dataset=synthetic, progress=False)
+    steps = result.metrics["steps"]
+    assert [s["ratio"] for s in steps] == pytest.approx(ramp_ratios(0.4, 2, "cubic"))
+    assert steps[0]["params_after"] > steps[1]["params_after"]
+    _, artifact = load_model(result.model_path)
+    assert [s["stage"] for s in artifact.lineage] == ["prune", "train", "prune", "train"]
+    inputs, _ = inputs_from_artifact(result.model_path, load_rule("brief"))
+    assert inputs.ps == pytest.approx(1 - steps[1]["params_after"] / steps[0]["params_after"]
+                                      * steps[0]["params_after"] / count_model(build_model(
+                                          {"model": "resnet20", "width": 0.5})).params, abs=1e-9)
+    # a second call with the same directory and config finds everything done and changes nothing
+    again = prune(path, cfg, run_dir=tmp_path / "it", dataset=synthetic, progress=False)
+    assert again.metrics["steps"] == steps
+    with pytest.raises(ConfigError, match="another config"):
+        prune(path, cfg.model_copy(update={"ratio": 0.5}), run_dir=tmp_path / "it", dataset=synthetic, progress=False)
+
+
+@pytest.mark.parametrize("method", ["l2", "bn_scale", "taylor", "random"])
+def test_structured_importance_criteria(tmp_path, synthetic, method):
+    path = _save(tmp_path, {"model": "resnet20", "width": 0.5})
+    result = prune(path, PruneConfig(method=method, ratio=0.3, target="channels", scope="global"),
+                   run_dir=tmp_path / method, dataset=synthetic, progress=False)
+    model, _ = load_model(result.model_path)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert result.metrics["steps"][0]["structured_ratio"] > 0.1
+
+
+def test_tampered_structure_is_refused(tmp_path):
+    path = _save(tmp_path, {"model": "resnet20"})
+    result = prune(path, PruneConfig(ratio=0.3, target="channels"), run_dir=tmp_path / "p", progress=False)
+    payload = torch.load(result.model_path, weights_only=True)
+    first = next(iter(payload["structure"]))
+    payload["structure"][first]["out_channels"] += 1
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="do not match their recorded hash"):
+        load_model(tmp_path / "bad.pt")
+
+
+def test_config_rejects_impossible_combinations():
+    with pytest.raises(ValueError, match="unstructured pruning ranks weights"):
+        PruneConfig(kind="unstructured", method="taylor")
+    with pytest.raises(ValueError, match="steps > 1 needs schedule: iterative"):
+        PruneConfig(steps=3)
+
+
+def test_cli_prune(tmp_path):
+    path = _save(tmp_path, {"model": "resnet20"})
+    runner = CliRunner()
+    result = runner.invoke(app, ["prune", str(path), "--ratio", "0.3", "--target", "channels",
+                                 "--out", str(tmp_path / "c"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c" / "model.pt").exists() and "pruned" in result.output
+    result = runner.invoke(app, ["prune", str(path), "--method", "taylr"])
+    assert result.exit_code != 0
