@@ -175,6 +175,9 @@ def build_from_artifact(artifact: Artifact, path: str | Path = "artifact") -> nn
             f"{path}: weights do not fit {artifact.spec['model']} (missing: {missing or '-'}; unexpected: "
             f"{unexpected or '-'})"
         )
+    dtype = (artifact.quant or {}).get("dtype")
+    if dtype in ("float16", "bfloat16"):
+        model = model.to(getattr(torch, dtype))
     return model
 
 

@@ -136,6 +136,75 @@ def prune(
     console.print(table)
 
 
+@app.command()
+def quantize(
+    checkpoint: Annotated[Path, typer.Argument(help="A float model artifact (model.pt), pruned or not.")],
+    mode: Annotated[str, typer.Option(help="fp16, bf16 (half-width artifact) or int8 (ONNX Runtime QDQ model).")] = "int8",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, quant-MODE/).")] = None,
+    calibration: Annotated[str, typer.Option(help="int8 activation ranges: minmax, percentile or entropy.")] = "minmax",
+    calibration_size: Annotated[int, typer.Option(help="Training images used for int8 calibration.")] = 512,
+    data_dir: DataDir = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set per_channel=false")] = None,
+) -> None:
+    """Quantize a model: fp16/bf16 halve the file; int8 runs with ONNX Runtime's integer kernels."""
+    import os
+
+    from slimbench.compress import QuantizeConfig
+    from slimbench.compress import quantize as run_quantize
+    from slimbench.config import load_config, parse_override
+
+    if data_dir is not None:
+        os.environ["SLIMBENCH_DATA"] = str(data_dir)
+    overrides: dict[str, Any] = {"mode": mode, "calibration": calibration, "calibration_size": calibration_size}
+    overrides.update(dict(parse_override(item) for item in set_ or []))
+    cfg = load_config(QuantizeConfig, None, overrides)
+    result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}")
+    m = result.metrics
+    table = Table(title=f"{cfg.mode}: {result.path}", show_header=False, box=box.SIMPLE)
+    table.add_row("test accuracy", f"{_pct(m['test_acc'])} (float {_pct(m['float_test_acc'])}, "
+                                   f"drop {100 * m['accuracy_drop']:.2f} points)")
+    table.add_row("file", f"{m['file_bytes']:,} bytes (float {m['float_file_bytes']:,}: "
+                          f"{m['float_file_bytes'] / m['file_bytes']:.2f}x smaller)")
+    if "parity" in m:
+        table.add_row("agreement with float", f"{_pct(m['parity']['top1_agreement'])} top-1 on "
+                                              f"{m['parity']['images']} test images")
+    console.print(table)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A model artifact (model.pt), pruned or not.")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, export/).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (ONNX Runtime static quantization).")] = "fp32",
+    int8: Annotated[bool, typer.Option("--int8", help="Same as --precision int8.")] = False,
+    fixed_batch: Annotated[int | None, typer.Option(help="Export with this fixed batch size instead of a dynamic one.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    data_dir: DataDir = None,
+    latency: Annotated[bool, typer.Option(help="Time PyTorch and ONNX Runtime at batch 1 for the model card.")] = True,
+) -> None:
+    """Export to ONNX, prove it matches PyTorch on test images, and write MODEL_CARD.md beside it."""
+    import os
+    import shlex
+
+    from slimbench.export import export as run_export
+
+    if data_dir is not None:
+        os.environ["SLIMBENCH_DATA"] = str(data_dir)
+    chosen = "int8" if int8 else precision
+    if chosen not in ("fp32", "fp16", "int8"):
+        raise SlimbenchError(f"precision must be fp32, fp16 or int8, got {chosen!r}")
+    command = "slimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_export(checkpoint, out or checkpoint.parent / "export", precision=chosen,  # type: ignore[arg-type]
+                        dynamic_batch=fixed_batch is None, batch_size=fixed_batch or 1, opset=opset, latency=latency,
+                        commands=[command])
+    p = result.parity
+    console.print(f"exported {result.path} ({result.path.stat().st_size:,} bytes)")
+    console.print(f"ONNX Runtime vs PyTorch on {p['images']} test images: top-1 agreement {_pct(p['top1_agreement'])}, "
+                  f"max logit difference {p['max_abs_diff']:.3g}; accuracy {_pct(p.get('onnx_accuracy'))} "
+                  f"(PyTorch {_pct(p.get('torch_accuracy'))})")
+    console.print(f"model card: {result.card}")
+
+
 @app.command("eval")
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A model artifact (model.pt, best.pt).")],
@@ -228,13 +297,28 @@ def data(
 def measure_(
     target: Annotated[str, typer.Argument(help="A model artifact (model.pt) or a zoo model name (fresh weights).")],
     latency: Annotated[bool, typer.Option(help="Also time CPU inference at batch 1 and 64.")] = False,
+    engines: Annotated[str, typer.Option(help="Engines to time: pytorch-eager, pytorch-compile, onnxruntime.")] =
+        "pytorch-eager,onnxruntime",
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,64",
     per_layer: Annotated[bool, typer.Option(help="Show every convolution and linear layer.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Parameters (total, non-zero), MACs by the documented counting rule, size, and optionally latency."""
-    from slimbench.measure import measure
+    """Parameters (total, non-zero), MACs by the documented counting rule, size, and optionally latency.
 
-    report = measure(target, latency=latency)
+    TARGET may be a model.pt, an exported .onnx (with its sidecar), or a zoo model name.
+    """
+    from slimbench.measure import measure
+    from slimbench.measure.latency import ENGINES
+
+    chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+    unknown = [e for e in chosen if e not in ENGINES]
+    if unknown:
+        raise SlimbenchError(f"unknown engine {unknown[0]!r}; known: {', '.join(ENGINES)}")
+    try:
+        sizes = tuple(int(b) for b in batch_sizes.split(","))
+    except ValueError:
+        raise SlimbenchError(f"--batch-sizes must be integers separated by commas, got {batch_sizes!r}") from None
+    report = measure(target, latency=latency, batch_sizes=sizes, engines=chosen)
     if json_:
         print(json.dumps(report, indent=2))
         return
@@ -243,7 +327,7 @@ def measure_(
     table.add_row("MACs / image", f"{report['macs']:,} (rule {report['rule']}, input {report['input_shape']})")
     table.add_row("size", ", ".join(f"{k}: {v / 1e6:.2f} MB" for k, v in report["size_bytes"].items()))
     for lat in report.get("latency", []):
-        table.add_row(f"latency batch {lat['batch_size']}",
+        table.add_row(f"latency {lat['engine']} batch {lat['batch_size']}",
                       f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
                       f"{lat['images_per_s']:.0f} img/s, {lat['threads']} threads")
     console.print(table)

@@ -27,3 +27,7 @@ class TrainingError(SlimbenchError):
 
 class CompressionError(SlimbenchError):
     """A pruning or quantization step that cannot be done as asked."""
+
+
+class ExportError(SlimbenchError):
+    """An export that fails, or whose artifact does not behave like the model it came from."""

@@ -82,12 +82,13 @@ def evaluate(
     if images.ndim != 4 or images.shape[1] != 3:
         raise SlimbenchError(f"expected images shaped [N, 3, H, W], got {list(images.shape)}")
     device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype  # a half-precision model gets half-precision inputs
     precision = resolve_precision(precision, device)
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss = 0.0
     for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last)
+        x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last).to(dtype)
         y = labels[start:start + batch_size].to(device)
         with autocast(device, precision):
             logits = model(x)

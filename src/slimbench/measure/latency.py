@@ -1,13 +1,21 @@
-"""CPU latency and throughput of a PyTorch model: warm-up, then percentiles over timed repeats."""
+"""CPU latency and throughput, one timing code for every engine: PyTorch eager, torch.compile, ONNX Runtime.
+
+Warm-up, then percentiles over timed repeats; the engine and the threads used are recorded with the result.
+"""
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime")
 
 
 @dataclass
@@ -19,31 +27,64 @@ class Latency:
     images_per_s: float
     threads: int
     repeats: int
+    engine: str = "pytorch-eager"
 
 
-@torch.no_grad()
-def measure_latency(model: nn.Module, batch_size: int = 1, input_shape: tuple[int, ...] = (3, 32, 32),
-                    warmup: int = 10, repeats: int = 50, channels_last: bool = True) -> Latency:
-    """Time ``model`` in eval mode on random input; the threads used are recorded with the result."""
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.randn(batch_size, *input_shape, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-        model = model.to(memory_format=torch.channels_last)
+def time_calls(run: Callable[[], object], batch_size: int, warmup: int, repeats: int, threads: int, engine: str,
+               sync: Callable[[], None] | None = None) -> Latency:
     for _ in range(warmup):
-        model(x)
+        run()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        run()
+        if sync:
+            sync()
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
     median = statistics.median(times)
     return Latency(
         batch_size=batch_size, median_ms=median, p90_ms=times[int(0.9 * (len(times) - 1))],
         p99_ms=times[int(0.99 * (len(times) - 1))], images_per_s=batch_size / (median / 1000),
-        threads=torch.get_num_threads(), repeats=repeats,
+        threads=threads, repeats=repeats, engine=engine,
     )
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, batch_size: int = 1, input_shape: tuple[int, ...] = (3, 32, 32),
+                    warmup: int = 10, repeats: int = 50, channels_last: bool = True, compile: bool = False) -> Latency:
+    """Time a PyTorch ``model`` in eval mode on random input (eager, or torch.compile'd)."""
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    x = torch.randn(batch_size, *input_shape, device=device, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model) if compile else model
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return time_calls(lambda: runner(x), batch_size, warmup, repeats, torch.get_num_threads(),
+                      "pytorch-compile" if compile else "pytorch-eager", sync)
+
+
+def onnx_session(path: str | Path, threads: int | None = None):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime CPU session with all graph optimisations and a fixed thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def measure_onnx_latency(path: str | Path, batch_size: int = 1, input_shape: tuple[int, ...] = (3, 32, 32),
+                         warmup: int = 10, repeats: int = 50, threads: int | None = None) -> Latency:
+    """Time an ONNX model with ONNX Runtime's CPU provider on random input of its declared type."""
+    session = onnx_session(path, threads)
+    declared = session.get_inputs()[0]
+    dtype = np.float16 if "float16" in declared.type else np.float32
+    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(dtype)
+    feed = {declared.name: x}
+    return time_calls(lambda: session.run(None, feed), batch_size, warmup, repeats,
+                      session.get_session_options().intra_op_num_threads, "onnxruntime")

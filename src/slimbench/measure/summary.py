@@ -1,33 +1,53 @@
-"""``measure``: one report of a model artifact (or a zoo model with fresh weights)."""
+"""``measure``: one report of a model artifact, an exported ONNX model, or a zoo model with fresh weights."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from slimbench.artifact import load_model
 from slimbench.measure.counts import count_model, storage_bytes
-from slimbench.measure.latency import measure_latency
+from slimbench.measure.latency import measure_latency, measure_onnx_latency
 from slimbench.models import build_model, normalize_spec
 
 
 def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes: tuple[int, ...] = (1, 64),
-            repeats: int = 50) -> dict[str, Any]:
-    """Parameters, MACs (per layer too), size at fp32/fp16/int8, and optionally CPU latency.
+            repeats: int = 50, engines: tuple[str, ...] = ("pytorch-eager", "onnxruntime")) -> dict[str, Any]:
+    """Parameters, MACs (per layer too), size at fp32/fp16/int8, and optionally CPU latency per engine.
 
-    A path to an artifact is measured as saved; a model name (``resnet20``) is built with fresh weights.
+    A ``.pt`` artifact is measured as saved; a ``.onnx`` file exported by slimbench through its sidecar (counts,
+    bits) and, for PyTorch timings, the checkpoint it came from; a model name (``resnet20``) is built with
+    fresh weights. ``engines`` picks among pytorch-eager, pytorch-compile and onnxruntime; a PyTorch model is
+    exported to a temporary ONNX file to time ONNX Runtime, so all engines run the same network.
     """
     path = Path(model_or_checkpoint)
-    if path.exists():
+    onnx_file: Path | None = None
+    report: dict[str, Any] = {}
+    if path.suffix == ".onnx":
+        from slimbench.compress.quantize import read_sidecar
+
+        sidecar = read_sidecar(path)
+        onnx_file = path
+        source = Path(sidecar.get("source_checkpoint") or "")
+        model = load_model(source)[0] if source.is_file() else None
+        spec = sidecar["spec"]
+        report["quant"] = sidecar.get("quant")
+        report["file_bytes"] = path.stat().st_size
+    elif path.exists():
         model, artifact = load_model(path)
-        spec, source = artifact.spec, str(path)
+        spec = artifact.spec
+        report["quant"] = artifact.quant
     else:
         spec = normalize_spec({"model": str(model_or_checkpoint)})
-        model, source = build_model(spec).eval(), f"{spec['model']} (fresh weights)"
+        model = build_model(spec).eval()
+    if model is None:
+        raise FileNotFoundError(f"{path}: the checkpoint it was exported from is gone, so it cannot be counted")
+    model = model.float()
     counts = count_model(model)
-    report: dict[str, Any] = {
-        "source": source,
+    report.update({
+        "source": str(path) if path.exists() else f"{spec['model']} (fresh weights)",
         "spec": spec,
         "rule": counts.rule,
         "input_shape": counts.input_shape,
@@ -37,7 +57,21 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         "macs": counts.macs,
         "size_bytes": {f"{bits}-bit": storage_bytes(counts.params, bits) for bits in (32, 16, 8)},
         "layers": [asdict(layer) for layer in counts.layers],
-    }
+    })
     if latency:
-        report["latency"] = [asdict(measure_latency(model, b, repeats=repeats)) for b in batch_sizes]
+        timings = []
+        shape = tuple(counts.input_shape)
+        with tempfile.TemporaryDirectory() as tmp:
+            if "onnxruntime" in engines and onnx_file is None:
+                from slimbench.export.onnx import export_onnx
+
+                onnx_file = export_onnx(model, Path(tmp) / "model.onnx", shape)
+            for batch in batch_sizes:
+                if "pytorch-eager" in engines:
+                    timings.append(measure_latency(model, batch, shape, repeats=repeats))
+                if "pytorch-compile" in engines:
+                    timings.append(measure_latency(model, batch, shape, repeats=repeats, compile=True))
+                if "onnxruntime" in engines and onnx_file is not None:
+                    timings.append(measure_onnx_latency(onnx_file, batch, shape, repeats=repeats))
+        report["latency"] = [asdict(t) for t in timings]
     return report

@@ -122,14 +122,24 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
     if rule.op_counting != "macs":
         raise ConfigError(f"rule {rule.name!r} counts f as {rule.op_counting}, which `measure` does not count yet; "
                           "use a MAC-based rule (brief, course-macs)")
-    model, artifact = load_model(path)
-    counts = count_model(model)
-    prune_steps = [step for step in artifact.lineage if step.get("stage") == "prune"]
+    if str(path).endswith(".onnx"):  # exported or int8: the sidecar holds the counts, bits and lineage
+        from slimbench.compress.quantize import read_sidecar
+
+        sidecar = read_sidecar(path)
+        metrics, lineage, quant = sidecar.get("metrics") or {}, sidecar.get("lineage") or [], sidecar.get("quant") or {}
+        if "nonzero_params" not in metrics or "macs" not in metrics:
+            raise ConfigError(f"{path}: its sidecar records no parameter or MAC counts; re-export it")
+        w, f = float(metrics["nonzero_params"]), float(metrics["macs"])
+    else:
+        model, artifact = load_model(path)
+        counts = count_model(model)
+        metrics, lineage, quant = artifact.metrics, artifact.lineage, artifact.quant or {}
+        w, f = float(counts.nonzero_params), float(counts.macs)
+    prune_steps = [step for step in lineage if step.get("stage") == "prune"]
     ps = sum(float(step.get("metrics", {}).get("structured_ratio", 0)) for step in prune_steps)
     pu = sum(float(step.get("metrics", {}).get("unstructured_ratio", 0)) for step in prune_steps)
-    quant = artifact.quant or {}
-    inputs = ScoreInputs(w=counts.nonzero_params, f=counts.macs, ps=min(ps, 0.99), pu=min(pu, 0.99),
+    inputs = ScoreInputs(w=w, f=f, ps=min(ps, 0.99), pu=min(pu, 0.99),
                          qw=float(quant.get("weight_bits", 32)), qa=float(quant.get("activation_bits", 32)),
                          measured_on="pruned")
-    accuracy = artifact.metrics.get("test_acc")
+    accuracy = metrics.get("test_acc")
     return inputs, float(accuracy) if isinstance(accuracy, int | float) else None

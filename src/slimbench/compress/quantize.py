@@ -1,0 +1,242 @@
+"""The quantize stage: fp16/bf16 artifacts, and int8 by ONNX Runtime static quantization (QDQ).
+
+fp16/bf16 store every floating tensor at half width (the file halves) and record the dtype in ``quant``;
+the rebuilt model runs in that dtype and ``evaluate`` casts its inputs, so the brief's float16 crash
+cannot happen. int8 exports the float model to ONNX, fuses batch norm into the convolutions (ONNX Runtime's
+pre-processing), calibrates activation ranges on training images (never validation or test images), and
+writes a QDQ model with per-channel int8 weights that ONNX Runtime runs with integer kernels. A JSON
+sidecar carries the quantization recipe, lineage and measurements, so ``score`` and ``measure`` read the
+int8 model's bits from the file rather than from memory.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from slimbench.artifact import Artifact, atomic_write, code_version, config_hash, load_artifact, load_model, now_iso
+from slimbench.artifact import save_artifact as save_torch_artifact
+from slimbench.config import StrictModel
+from slimbench.data import ImageDataset, load_dataset, normalize, split_dataset
+from slimbench.errors import CompressionError
+from slimbench.measure import count_model
+
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+SIDECAR_FORMAT = "slimbench.onnx-artifact"
+
+
+class QuantizeConfig(StrictModel):
+    mode: Literal["fp16", "bf16", "int8"] = "int8"
+    calibration_size: int = Field(512, gt=0)  # training images used to calibrate activation ranges (int8)
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    percentile: float = Field(99.999, gt=90, le=100)  # calibration: percentile
+    per_channel: bool = True  # one weight scale per output channel
+    activations: Literal["u8", "s8"] = "u8"
+    # ONNX Runtime advises 7-bit weights on x86 CPUs without VNNI, whose u8*s8 kernels can saturate;
+    # "auto" follows that advice for the CPU the model is quantized on.
+    reduce_range: Literal["auto", "on", "off"] = "auto"
+    parity_images: int = Field(1000, gt=0)  # test images compared between int8 ONNX Runtime and float PyTorch
+    min_agreement: float = Field(0.95, gt=0, le=1)  # top-1 agreement below this fails the quantization
+    seed: int = 0
+
+
+@dataclass
+class QuantizeResult:
+    path: Path  # model.pt (fp16/bf16) or model.int8.onnx
+    metrics: dict[str, Any]
+
+
+def cpu_has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # unknown CPU: ONNX Runtime's defaults
+    return "vnni" in flags
+
+
+def half_artifact(parent: Artifact, mode: str) -> Artifact:
+    """The same model with every floating tensor stored as fp16 or bf16."""
+    dtype = HALF_DTYPES[mode]
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in parent.state.items()}
+    bits = 16
+    quant = {"mode": mode, "dtype": str(dtype).replace("torch.", ""), "weight_bits": bits, "activation_bits": bits}
+    return Artifact(spec=parent.spec, state=state, structure=parent.structure, quant=quant,
+                    lineage=list(parent.lineage), metrics={})
+
+
+def _step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
+    settings = config.model_dump(mode="json")
+    return {"stage": "quantize", "config": settings, "config_hash": config_hash(settings), "parent": parent.digest,
+            "code": code_version(), "time": now_iso(), "metrics": metrics}
+
+
+def _dataset_for(parent: Artifact, dataset: ImageDataset | None) -> ImageDataset:
+    if dataset is not None:
+        return dataset
+    data = next((s.get("config", {}).get("data") for s in reversed(parent.lineage) if s.get("stage") == "train"), None) or {}
+    return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+
+
+def _calibration_images(dataset: ImageDataset, parent: Artifact, config: QuantizeConfig) -> torch.Tensor:
+    data = next((s.get("config", {}).get("data") for s in reversed(parent.lineage) if s.get("stage") == "train"), None) or {}
+    val_size = min(int(data.get("val_size", 5000)), len(dataset.train_y) // 10)
+    train_idx = split_dataset(dataset, val_size, int(data.get("split_seed", 0))).train_idx
+    pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
+    return dataset.train_x[train_idx[pick[: config.calibration_size]]]
+
+
+def quantize_int8_onnx(float_onnx: str | Path, out_path: str | Path, calibration: torch.Tensor,
+                       config: QuantizeConfig) -> Path:
+    """ONNX Runtime static quantization (QDQ) of a float ONNX model, calibrated on uint8 ``calibration`` images."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, images: torch.Tensor, input_name: str, batch_size: int = 64) -> None:
+            self.batches = [normalize(images[i:i + batch_size], channels_last=False).numpy().astype(np.float32)
+                            for i in range(0, len(images), batch_size)]
+            self.input_name = input_name
+            self.position = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.position >= len(self.batches):
+                return None
+            self.position += 1
+            return {self.input_name: self.batches[self.position - 1]}
+
+    import onnx
+
+    out_path = Path(out_path)
+    input_name = onnx.load(str(float_onnx)).graph.input[0].name
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    reduce_range = config.reduce_range == "on" or (config.reduce_range == "auto" and not cpu_has_vnni())
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=True)  # folds BN into convs
+        staged = Path(tmp) / "int8.onnx"
+        quantize_static(
+            str(prepared), str(staged), Reader(calibration, input_name), quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel, reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8 if config.activations == "u8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=methods[config.calibration],
+            extra_options={"CalibPercentile": config.percentile, "ActivationSymmetric": config.activations == "s8"},
+        )
+        atomic_write(out_path, staged.read_bytes())
+    return out_path
+
+
+def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
+             dataset: ImageDataset | None = None) -> QuantizeResult:
+    """Quantize a model artifact; fp16/bf16 give ``model.pt``, int8 gives ``model.int8.onnx`` plus its sidecar."""
+    from slimbench.export.onnx import check_parity, export_onnx
+    from slimbench.measure.accuracy import evaluate
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parent = load_artifact(checkpoint)
+    if parent.quant:
+        raise CompressionError(f"{checkpoint} is already quantized ({parent.quant.get('mode')}); quantize its float parent")
+    model, _ = load_model(checkpoint)
+    data = _dataset_for(parent, dataset)
+    test_x, test_y = data.test_x, data.test_y
+    input_shape = tuple(test_x.shape[1:])
+    counts = count_model(model, input_shape)
+    float_eval = evaluate(model, test_x, test_y, data.num_classes, precision="fp32", channels_last=False)
+
+    if config.mode in HALF_DTYPES:
+        artifact = half_artifact(parent, config.mode)
+        path = out_dir / "model.pt"
+        save_torch_artifact(artifact, path)  # saved first so the rebuilt model is what is evaluated
+        half_model, _ = load_model(path)
+        half_eval = evaluate(half_model, test_x, test_y, data.num_classes, precision="fp32", channels_last=False)
+        metrics = {"mode": config.mode, "test_acc": half_eval.accuracy, "float_test_acc": float_eval.accuracy,
+                   "accuracy_drop": float_eval.accuracy - half_eval.accuracy, "file_bytes": path.stat().st_size,
+                   "float_file_bytes": Path(checkpoint).stat().st_size, "params": counts.params, "macs": counts.macs}
+        artifact.lineage.append(_step(config, parent, metrics))
+        artifact.metrics = {**parent.metrics, **metrics}
+        save_torch_artifact(artifact, path)
+        atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+        return QuantizeResult(path, metrics)
+
+    float_path = export_onnx(model, out_dir / "model.float.onnx", input_shape)
+    int8_path = quantize_int8_onnx(float_path, out_dir / "model.int8.onnx",
+                                   _calibration_images(data, parent, config), config)
+    count = min(config.parity_images, len(test_x))
+    parity = check_parity(model, int8_path, test_x[:count], test_y[:count], max_abs_diff=None,
+                          min_agreement=config.min_agreement)
+    int8_eval = _onnx_accuracy(int8_path, test_x, test_y)
+    reduce_range = config.reduce_range == "on" or (config.reduce_range == "auto" and not cpu_has_vnni())
+    quant = {"mode": "int8", "format": "onnx-qdq", "weight_bits": 8, "activation_bits": 8,
+             "per_channel": config.per_channel, "activations": config.activations, "reduce_range": reduce_range,
+             "calibration": config.calibration, "calibration_size": config.calibration_size}
+    metrics = {"mode": "int8", "test_acc": int8_eval, "float_test_acc": float_eval.accuracy,
+               "accuracy_drop": float_eval.accuracy - int8_eval, "parity": parity.as_dict(),
+               "file_bytes": int8_path.stat().st_size, "float_file_bytes": float_path.stat().st_size,
+               "params": counts.params, "nonzero_params": counts.nonzero_params, "macs": counts.macs}
+    write_sidecar(int8_path, parent, quant, [*parent.lineage, _step(config, parent, metrics)], str(checkpoint),
+                  {**{k: v for k, v in parent.metrics.items() if k in ("val_acc",)}, **metrics})
+    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    return QuantizeResult(int8_path, metrics)
+
+
+def _onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    from slimbench.measure.latency import onnx_session
+
+    session = onnx_session(path)
+    name = session.get_inputs()[0].name
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start:start + batch_size], channels_last=False).numpy().astype(np.float32)
+        correct += int((session.run(None, {name: x})[0].argmax(1) == labels[start:start + batch_size].numpy()).sum())
+    return correct / len(images)
+
+
+def sidecar_path(onnx_path: str | Path) -> Path:
+    path = Path(onnx_path)
+    return path.with_suffix(".json")
+
+
+def write_sidecar(onnx_path: Path, parent: Artifact, quant: dict[str, Any] | None, lineage: list[dict[str, Any]],
+                  source: str, metrics: dict[str, Any]) -> Path:
+    import hashlib
+
+    payload = {"format": SIDECAR_FORMAT, "onnx": onnx_path.name,
+               "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "source_checkpoint": source,
+               "spec": parent.spec,
+               "structure": parent.structure, "quant": quant, "lineage": lineage, "metrics": metrics}
+    path = sidecar_path(onnx_path)
+    atomic_write(path, json.dumps(payload, indent=2, default=str).encode())
+    return path
+
+
+def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
+    """The recipe and lineage written beside an exported ONNX file, checked against the file's hash."""
+    import hashlib
+
+    onnx_path = Path(onnx_path)
+    path = sidecar_path(onnx_path)
+    if not path.is_file():
+        raise CompressionError(f"{onnx_path}: no {path.name} beside it (export or quantize with slimbench)")
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CompressionError(f"{path}: not valid JSON") from None
+    if payload.get("format") != SIDECAR_FORMAT:
+        raise CompressionError(f"{path}: not a slimbench ONNX sidecar")
+    if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != payload.get("onnx_sha256"):
+        raise CompressionError(f"{onnx_path}: does not match the hash in {path.name} (modified or replaced)")
+    return payload

@@ -1,0 +1,93 @@
+"""A Markdown model card beside every export: what the model is, how it was made, and what it measures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from slimbench.artifact import atomic_write
+from slimbench.measure.counts import ModelCounts
+from slimbench.measure.latency import Latency
+from slimbench.score import ScoreInputs, compute_score
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
+
+
+def _lineage_rows(lineage: list[dict[str, Any]]) -> list[str]:
+    rows = ["| # | stage | when | key settings | result |", "|---|---|---|---|---|"]
+    for i, step in enumerate(lineage, start=1):
+        config = step.get("config") or {}
+        metrics = step.get("metrics") or {}
+        stage = step.get("stage", "?")
+        if stage == "train":
+            optimizer = config.get("optimizer") or {}
+            settings = (f"{config.get('epochs')} epochs, {optimizer.get('name')} lr {optimizer.get('lr')}, "
+                        f"init_from={'yes' if config.get('init_from') else 'no'}")
+            result = f"val {_pct(metrics.get('val_acc'))}, test {_pct(metrics.get('test_acc'))}"
+        elif stage == "prune":
+            settings = f"{config.get('kind')} {config.get('method')} ratio {config.get('ratio')} ({config.get('target')})"
+            result = (f"{metrics.get('params_before', 0):,} -> {metrics.get('params_after', 0):,} params, "
+                      f"Ps {metrics.get('structured_ratio', 0):.3f}, Pu {metrics.get('unstructured_ratio', 0):.3f}")
+        elif stage == "quantize":
+            settings = f"{config.get('mode')}, calibration {config.get('calibration')}"
+            result = f"test {_pct(metrics.get('test_acc'))} (float {_pct(metrics.get('float_test_acc'))})"
+        else:
+            settings, result = json.dumps(config)[:80], ""
+        rows.append(f"| {i} | {stage} | {step.get('time', '')} | {settings} | {result} |")
+    return rows
+
+
+def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], counts: ModelCounts,
+                     parity: dict[str, Any], timings: list[Latency], commands: list[str]) -> Path:
+    quant = sidecar.get("quant") or {}
+    lineage = sidecar.get("lineage") or []
+    metrics = sidecar.get("metrics") or {}
+    qw, qa = float(quant.get("weight_bits", 32)), float(quant.get("activation_bits", 32))
+    ps = sum(float((s.get("metrics") or {}).get("structured_ratio", 0)) for s in lineage if s.get("stage") == "prune")
+    pu = sum(float((s.get("metrics") or {}).get("unstructured_ratio", 0)) for s in lineage if s.get("stage") == "prune")
+    score = compute_score(ScoreInputs(w=counts.nonzero_params, f=counts.macs, ps=min(ps, 0.99), pu=min(pu, 0.99),
+                                      qw=qw, qa=qa), "brief")
+    test_acc = metrics.get("test_acc")
+    lines = [
+        f"# Model card: {model_file.name}",
+        "",
+        f"- Architecture: `{json.dumps(sidecar.get('spec'))}`"
+        + (f", {len(sidecar['structure'])} layers resized by structured pruning" if sidecar.get("structure") else ""),
+        f"- File: `{model_file.name}`, {model_file.stat().st_size:,} bytes, input `images` float "
+        f"[N, {', '.join(map(str, counts.input_shape))}] normalised with the CIFAR mean/std, output `logits`",
+        f"- Parameters: {counts.params:,} ({counts.nonzero_params:,} non-zero); MACs per image: {counts.macs:,} "
+        f"(rule {counts.rule})",
+        f"- Bits: weights {qw:g}, activations {qa:g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
+                                                          if quant else ""),
+        f"- Accuracy: validation {_pct(metrics.get('val_acc'))}, test {_pct(test_acc)} "
+        "(model selection on the validation split only)",
+        f"- Score (preset `brief`, lower is better): **{score.total:.4f}** = {score.param_term:.4f} (parameters) + "
+        f"{score.op_term:.4f} (operations); w and f measured on the model as exported, Ps={ps:.3f}, Pu={pu:.3f} "
+        "recorded from the lineage"
+        + ("" if isinstance(test_acc, int | float) and test_acc >= 0.9 else " (not eligible: test accuracy below 90%)"),
+        f"- Parity with PyTorch on {parity.get('images')} test images: top-1 agreement "
+        f"{_pct(parity.get('top1_agreement'))}, max logit difference {parity.get('max_abs_diff', 0):.3g}",
+        "",
+        "## Latency on this CPU (batch 1)",
+        "",
+        "| engine | median ms | p90 ms | p99 ms | images/s | threads |",
+        "|---|---|---|---|---|---|",
+        *[f"| {t.engine} | {t.median_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.images_per_s:.0f} | {t.threads} |"
+          for t in timings],
+        "",
+        "## Lineage",
+        "",
+        *_lineage_rows(lineage),
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        *(commands or ["(commands not recorded)"]),
+        "```",
+        "",
+    ]
+    atomic_write(path, "\n".join(lines).encode())
+    return path

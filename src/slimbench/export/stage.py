@@ -1,0 +1,86 @@
+"""The export stage: artifact in, ONNX file (float32, float16 or int8) out, proven against PyTorch, with a card.
+
+Every export is run with ONNX Runtime on test images and compared with the PyTorch model it came from;
+an export that disagrees beyond tolerance raises instead of leaving a file that looks fine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slimbench.artifact import load_artifact, load_model
+from slimbench.compress.quantize import QuantizeConfig, _dataset_for, quantize, read_sidecar, write_sidecar
+from slimbench.data import ImageDataset
+from slimbench.errors import ExportError
+from slimbench.export.card import write_model_card
+from slimbench.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
+from slimbench.measure import count_model
+from slimbench.measure.latency import measure_latency, measure_onnx_latency
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    card: Path
+    parity: dict[str, Any]
+    extra_files: list[Path]
+
+
+def export(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    precision: Literal["fp32", "fp16", "int8"] = "fp32",
+    dynamic_batch: bool = True,
+    batch_size: int = 1,
+    opset: int = DEFAULT_OPSET,
+    parity_images: int = 500,
+    quantize_config: QuantizeConfig | None = None,
+    dataset: ImageDataset | None = None,
+    latency: bool = True,
+    commands: list[str] | None = None,
+) -> ExportResult:
+    """Export ``checkpoint`` to ``out_dir/model[.fp16|.int8].onnx`` with a parity report and MODEL_CARD.md."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parent = load_artifact(checkpoint)
+    model, _ = load_model(checkpoint)
+    if parent.quant and parent.quant.get("dtype"):
+        model = model.float()  # a half-precision artifact exports from its (exactly representable) float copy
+    data = _dataset_for(parent, dataset)
+    input_shape = tuple(data.test_x.shape[1:])
+    count = min(parity_images, len(data.test_x))
+    images, labels = data.test_x[:count], data.test_y[:count]
+    extra: list[Path] = []
+    if precision == "int8":
+        config = (quantize_config or QuantizeConfig()).model_copy(update={"mode": "int8"})
+        result = quantize(checkpoint, config, out_dir, dataset=data)
+        path = result.path
+        sidecar = read_sidecar(path)
+        parity = result.metrics["parity"]
+        extra.append(out_dir / "model.float.onnx")
+    else:
+        half = precision == "fp16"
+        path = export_onnx(model, out_dir / ("model.fp16.onnx" if half else "model.onnx"), input_shape,
+                           dynamic_batch=dynamic_batch, batch_size=batch_size, opset=opset, half=half)
+        tolerance = 5e-2 if half else 1e-3
+        try:
+            parity = check_parity(model, path, images, labels, max_abs_diff=tolerance,
+                                  min_agreement=0.99 if half else 0.999).as_dict()
+        except ExportError:
+            path.rename(path.with_suffix(".rejected.onnx"))
+            raise
+        quant = {"mode": "fp16", "weight_bits": 16, "activation_bits": 16} if half else parent.quant
+        counts = count_model(model.float(), input_shape)
+        write_sidecar(path, parent, quant, list(parent.lineage), str(checkpoint),
+                      {**parent.metrics, "parity": parity, "params": counts.params,
+                       "nonzero_params": counts.nonzero_params, "macs": counts.macs})
+        sidecar = read_sidecar(path)
+    timings = []
+    if latency:
+        timings = [measure_latency(model.float(), batch_size, input_shape, repeats=30),
+                   measure_onnx_latency(path, batch_size, input_shape, repeats=30)]
+    counts = count_model(model.float(), input_shape)
+    card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [])
+    return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
