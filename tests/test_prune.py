@@ -189,3 +189,35 @@ def test_cli_prune(tmp_path):
     assert (tmp_path / "c" / "model.pt").exists() and "pruned" in result.output
     result = runner.invoke(app, ["prune", str(path), "--method", "taylr"])
     assert result.exit_code != 0
+
+
+def test_gradual_pruning_while_training(tmp_path, synthetic):
+    from slimbench.train import TrainConfig, resume_training, train
+
+    config = TrainConfig.model_validate({
+        "model": {"model": "resnet20", "width": 0.25}, "epochs": 4, "batch_size": 64,
+        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05},
+        "gradual_pruning": {"final_sparsity": 0.7, "end_epoch": 3, "ramp": "cubic"},
+    })
+    seen = []
+
+    def stop_after_two(record):
+        seen.append(record["sparsity"])
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    from slimbench.train.loop import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted):
+        train(config, run_dir=tmp_path / "g", progress=False, dataset=synthetic, on_epoch=stop_after_two)
+    result = resume_training(tmp_path / "g", progress=False, dataset=synthetic, on_epoch=stop_after_two)
+    ramp = [config.gradual_pruning.sparsity_at(e, 4) for e in range(4)]
+    assert seen == pytest.approx(ramp, abs=0.002) and ramp[0] < ramp[1] < ramp[2] == ramp[3] == pytest.approx(0.7)
+    assert result.metrics["selected_epoch"] >= 3  # never an epoch that was still less sparse
+    model, artifact = load_model(result.model_path)
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.7, abs=0.01)
+    assert [s["stage"] for s in artifact.lineage] == ["prune", "train"]
+    inputs, _ = inputs_from_artifact(result.model_path, load_rule("brief"))
+    assert inputs.pu == pytest.approx(artifact.lineage[0]["metrics"]["unstructured_ratio"]) and inputs.pu > 0.5

@@ -55,3 +55,39 @@ def ramp_ratios(final: float, steps: int, ramp: str) -> list[float]:
     if ramp == "linear":
         return [final * (k / steps) for k in range(1, steps + 1)]
     return [final * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
+
+
+class GradualPruningConfig(StrictModel):
+    """Unstructured sparsity that grows while a model trains (Zhu and Gupta 2017), the training config's
+    ``gradual_pruning`` section. Sparsity is raised at the start of each epoch from ``start_epoch`` to
+    ``end_epoch`` and held after; model selection only considers epochs at the final sparsity."""
+
+    final_sparsity: float = Field(gt=0, lt=1)
+    initial_sparsity: float = Field(0.0, ge=0, lt=1)
+    start_epoch: int = Field(0, ge=0)
+    end_epoch: int | None = Field(None, gt=0)  # default: three quarters of the epochs
+    ramp: Literal["linear", "cubic"] = "cubic"
+    method: Literal["l1", "random"] = "l1"
+    scope: Literal["global", "layer"] = "global"
+    layers: list[Literal["conv", "linear"]] = ["conv", "linear"]
+    include: list[str] = []
+    exclude: list[str] = []
+    protect_classifier: bool = True
+    seed: int = 0
+
+    def end(self, epochs: int) -> int:
+        return self.end_epoch if self.end_epoch is not None else max(self.start_epoch + 1, round(0.75 * epochs))
+
+    def sparsity_at(self, epoch: int, epochs: int) -> float:
+        """Target sparsity during ``epoch`` (0-based)."""
+        end = self.end(epochs)
+        if epoch < self.start_epoch:
+            return 0.0
+        progress = min(1.0, (epoch - self.start_epoch + 1) / max(end - self.start_epoch, 1))
+        shape = progress if self.ramp == "linear" else 1 - (1 - progress) ** 3
+        return self.initial_sparsity + (self.final_sparsity - self.initial_sparsity) * shape
+
+    def as_prune_config(self, ratio: float) -> PruneConfig:
+        return PruneConfig(kind="unstructured", method=self.method, ratio=ratio, scope=self.scope, layers=self.layers,
+                           include=self.include, exclude=self.exclude, protect_classifier=self.protect_classifier,
+                           seed=self.seed)

@@ -35,21 +35,38 @@ def _scores(weight: torch.Tensor, method: str, generator: torch.Generator) -> to
 
 
 @torch.no_grad()
-def prune_unstructured(layers: dict[str, nn.Module], config: PruneConfig, ratio: float | None = None) -> SparsityReport:
-    """Zero ``ratio`` of the selected weights (globally or per layer) and make the zeros permanent."""
+def compute_masks(layers: dict[str, nn.Module], config: PruneConfig, ratio: float | None = None) -> dict[str, torch.Tensor]:
+    """Keep-masks that zero ``ratio`` of the selected weights, ranked by ``torch.nn.utils.prune``'s L1 rule."""
     ratio = config.ratio if ratio is None else ratio
     generator = torch.Generator().manual_seed(config.seed)
-    targets = [(module, "weight") for module in layers.values()]
-    scores = {(module, "weight"): _scores(module.weight, config.method, generator) for module in layers.values()}
+    scores = {name: _scores(module.weight, config.method, generator) for name, module in layers.items()}
     if config.scope == "global":
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, importance_scores=scores,
-                                  amount=ratio)
-    else:
-        for module, name in targets:
-            prune.l1_unstructured(module, name, amount=ratio, importance_scores=scores[(module, name)])
-    for module, name in targets:
-        prune.remove(module, name)
+        flat = torch.cat([score.flatten() for score in scores.values()])
+        keep = prune.L1Unstructured(amount=ratio).compute_mask(flat, torch.ones_like(flat))
+        masks, offset = {}, 0
+        for name, score in scores.items():
+            masks[name] = keep[offset:offset + score.numel()].view_as(score)
+            offset += score.numel()
+        return masks
+    return {name: prune.L1Unstructured(amount=ratio).compute_mask(score, torch.ones_like(score))
+            for name, score in scores.items()}
+
+
+@torch.no_grad()
+def prune_unstructured(layers: dict[str, nn.Module], config: PruneConfig, ratio: float | None = None) -> SparsityReport:
+    """Zero ``ratio`` of the selected weights (globally or per layer) and make the zeros permanent."""
+    masks = compute_masks(layers, config, ratio)
+    for name, module in layers.items():
+        prune.custom_from_mask(module, "weight", masks[name])
+        prune.remove(module, "weight")
     return sparsity_of(layers)
+
+
+@torch.no_grad()
+def apply_masks_in_place(layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    """The same zeros without re-creating parameters, so an optimiser holding them keeps working (gradual)."""
+    for name, module in layers.items():
+        module.weight.mul_(masks[name].to(module.weight.device, module.weight.dtype))
 
 
 def sparsity_of(layers: dict[str, nn.Module]) -> SparsityReport:

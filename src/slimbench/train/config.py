@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from slimbench.compress.config import GradualPruningConfig
 from slimbench.config import StrictModel
 from slimbench.errors import ModelError
 from slimbench.models import normalize_spec
@@ -80,6 +81,7 @@ class TrainConfig(StrictModel):
     early_stop_patience: int | None = Field(None, gt=0)
     report_test_each_epoch: bool = True  # logged for the report only, never used for selection
     distill: DistillConfig | None = None
+    gradual_pruning: GradualPruningConfig | None = None  # unstructured sparsity ramped up while training
 
     @field_validator("model")
     @classmethod

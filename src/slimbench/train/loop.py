@@ -31,7 +31,8 @@ from slimbench.artifact import (
     safe_torch_load,
     save_artifact,
 )
-from slimbench.compress.unstructured import MaskKeeper
+from slimbench.compress.select import select_layers
+from slimbench.compress.unstructured import MaskKeeper, apply_masks_in_place, compute_masks, sparsity_of
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
@@ -164,6 +165,15 @@ class _Trainer:
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
         self.masks = MaskKeeper(self.model, sparse) if sparse else None
+        self.gradual = config.gradual_pruning
+        self.gradual_layers: dict[str, nn.Module] = {}
+        if self.gradual:
+            if config.ema_decay:
+                raise ConfigError("gradual_pruning and ema_decay do not mix: averaged weights would not stay sparse")
+            self.original_params = count_parameters(build_model(self.spec))
+            self.gradual_layers = select_layers(self.model, self.gradual.as_prune_config(self.gradual.final_sparsity))
+            self.sparse_names = sorted({*sparse, *(f"{name}.weight" for name in self.gradual_layers)})
+            self.nonzero_at_start = sum(int(torch.count_nonzero(p)) for p in self.model.parameters())
         # uint8 images live on the training device for the whole run: a batch is one gather away.
         self.train_x = self.dataset.train_x[train_idx].to(self.device).contiguous(memory_format=memory)
         self.train_y = self.dataset.train_y[train_idx].to(self.device)
@@ -199,8 +209,9 @@ class _Trainer:
             "time": now_iso(),
             "metrics": metrics,
         }
+        steps = [self._gradual_step(), step] if self.gradual else [step]
         artifact = Artifact.from_model(self.spec, self.model, structure=self.structure, quant=self.quant,
-                                       lineage=[*self.lineage, step], metrics=metrics)
+                                       lineage=[*self.lineage, *steps], metrics=metrics)
         if state is not None:
             artifact.state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         return artifact
@@ -246,6 +257,34 @@ class _Trainer:
         self.best_epoch = int(resume["best_epoch"])
         self.stale_epochs = int(resume["stale_epochs"])
         self.train_seconds = float(resume["train_seconds"])
+
+    def _raise_sparsity(self, epoch: int) -> float:
+        """Zero the weights the ramp asks for at this epoch; earlier zeros rank lowest, so the mask only grows."""
+        assert self.gradual is not None
+        target = self.gradual.sparsity_at(epoch, self.cfg.epochs)
+        cfg = self.gradual.as_prune_config(max(target, 1e-9))
+        masks = compute_masks(self.gradual_layers, cfg, target)
+        apply_masks_in_place(self.gradual_layers, masks)
+        self.masks = MaskKeeper(self.model, self.sparse_names)
+        return sparsity_of(self.gradual_layers).sparsity
+
+    def _gradual_step(self) -> dict[str, Any]:
+        """The lineage record of gradual pruning, so that `score` reads Pu as for any other pruning."""
+        assert self.gradual is not None
+        report = sparsity_of(self.gradual_layers)
+        nonzero = sum(int(torch.count_nonzero(p)) for p in self.model.parameters())
+        total = sum(p.numel() for p in self.model.parameters())
+        original = self.original_params
+        settings = self.gradual.model_dump(mode="json")
+        return {
+            "stage": "prune", "config": {"kind": "unstructured", "schedule": "gradual", **settings},
+            "config_hash": config_hash(settings), "parent": self.parent, "code": code_version(), "time": now_iso(),
+            "metrics": {"kind": "unstructured", "sparsity": report.sparsity, "per_layer_sparsity": report.per_layer,
+                        "params_before": total, "params_after": total, "original_params": original,
+                        "unstructured_ratio": max(self.nonzero_at_start - nonzero, 0) / original,
+                        "structured_ratio": 0.0,
+                        "sparse_params": self.sparse_names},
+        }
 
     # ---- the hot path --------------------------------------------------------------------------
     def _train_epoch(self, epoch: int, advance: Callable[[int, float, float], None]) -> dict[str, Any]:
@@ -339,6 +378,8 @@ class _Trainer:
                 for epoch in range(self.start_epoch, self.cfg.epochs):
                     bar.start_epoch(epoch)
                     record: dict[str, Any] = {"epoch": epoch + 1}
+                    if self.gradual:
+                        record["sparsity"] = self._raise_sparsity(epoch)
                     record.update(self._train_epoch(epoch, bar.advance))
                     self.train_seconds += record["epoch_s"]
                     if has_val:
@@ -347,7 +388,9 @@ class _Trainer:
                         record["test_loss"], record["test_acc"] = self._evaluate(self.dataset.test_x, self.dataset.test_y)
                     record["elapsed_s"] = self.train_seconds
                     self.history.append(record)
-                    improved = has_val and record["val_acc"] > self.best_val
+                    # with gradual pruning only epochs at the final sparsity may be selected
+                    final = not self.gradual or epoch + 1 >= self.gradual.end(self.cfg.epochs)
+                    improved = has_val and final and record["val_acc"] > self.best_val
                     if improved:
                         self.best_val, self.best_epoch, self.stale_epochs = record["val_acc"], epoch + 1, 0
                         save_artifact(self._artifact(self._weights_for_eval(), record), self.run_dir / "best.pt")
