@@ -221,3 +221,18 @@ def test_gradual_pruning_while_training(tmp_path, synthetic):
     assert [s["stage"] for s in artifact.lineage] == ["prune", "train"]
     inputs, _ = inputs_from_artifact(result.model_path, load_rule("brief"))
     assert inputs.pu == pytest.approx(artifact.lineage[0]["metrics"]["unstructured_ratio"]) and inputs.pu > 0.5
+
+
+def test_network_slimming_regulariser_shrinks_bn_scales(tmp_path, synthetic):
+    from slimbench.train import TrainConfig, train
+
+    def mean_gamma(bn_l1):
+        config = TrainConfig.model_validate({
+            "model": {"model": "resnet20", "width": 0.25}, "epochs": 2, "batch_size": 64, "bn_l1": bn_l1,
+            "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05, "weight_decay": 0},
+        })
+        model, _ = load_model(train(config, run_dir=tmp_path / str(bn_l1), progress=False,
+                                    dataset=synthetic).model_path)
+        return torch.cat([m.weight.abs() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]).mean()
+
+    assert mean_gamma(1e-2) < mean_gamma(0.0) - 0.01

@@ -81,6 +81,7 @@ class TrainConfig(StrictModel):
     early_stop_patience: int | None = Field(None, gt=0)
     report_test_each_epoch: bool = True  # logged for the report only, never used for selection
     distill: DistillConfig | None = None
+    bn_l1: float = Field(0.0, ge=0)  # network slimming: L1 pull on batch-norm scales, for bn_scale pruning later
     gradual_pruning: GradualPruningConfig | None = None  # unstructured sparsity ramped up while training
 
     @field_validator("model")

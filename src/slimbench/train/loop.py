@@ -165,6 +165,8 @@ class _Trainer:
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
         self.masks = MaskKeeper(self.model, sparse) if sparse else None
+        self.bn_scales = [m.weight for m in self.model.modules()
+                          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
         self.gradual = config.gradual_pruning
         self.gradual_layers: dict[str, nn.Module] = {}
         if self.gradual:
@@ -315,6 +317,9 @@ class _Trainer:
                 self.scaler.unscale_(optimizer)
             else:
                 loss.backward()
+            if cfg.bn_l1:  # subgradient of bn_l1 * sum|gamma| (Liu et al. 2017, network slimming)
+                for gamma in self.bn_scales:
+                    gamma.grad.add_(torch.sign(gamma.detach()), alpha=cfg.bn_l1)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if self.scaler:
