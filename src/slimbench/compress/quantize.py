@@ -41,7 +41,7 @@ class QuantizeConfig(StrictModel):
     activations: Literal["u8", "s8"] = "u8"
     # ONNX Runtime advises 7-bit weights on x86 CPUs without VNNI, whose u8*s8 kernels can saturate;
     # "auto" follows that advice for the CPU the model is quantized on.
-    reduce_range: Literal["auto", "on", "off"] = "auto"
+    reduce_range: Literal["auto"] | bool = "auto"
     parity_images: int = Field(1000, gt=0)  # test images compared between int8 ONNX Runtime and float PyTorch
     min_agreement: float = Field(0.95, gt=0, le=1)  # top-1 agreement below this fails the quantization
     seed: int = 0
@@ -59,6 +59,10 @@ def cpu_has_vnni() -> bool:
     except OSError:
         return True  # unknown CPU: ONNX Runtime's defaults
     return "vnni" in flags
+
+
+def _reduce_range(config: QuantizeConfig) -> bool:
+    return not cpu_has_vnni() if config.reduce_range == "auto" else bool(config.reduce_range)
 
 
 def half_artifact(parent: Artifact, mode: str) -> Artifact:
@@ -123,7 +127,7 @@ def quantize_int8_onnx(float_onnx: str | Path, out_path: str | Path, calibration
     input_name = onnx.load(str(float_onnx)).graph.input[0].name
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    reduce_range = config.reduce_range == "on" or (config.reduce_range == "auto" and not cpu_has_vnni())
+    reduce_range = _reduce_range(config)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=True)  # folds BN into convs
@@ -179,7 +183,7 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     parity = check_parity(model, int8_path, test_x[:count], test_y[:count], max_abs_diff=None,
                           min_agreement=config.min_agreement)
     int8_eval = _onnx_accuracy(int8_path, test_x, test_y)
-    reduce_range = config.reduce_range == "on" or (config.reduce_range == "auto" and not cpu_has_vnni())
+    reduce_range = _reduce_range(config)
     quant = {"mode": "int8", "format": "onnx-qdq", "weight_bits": 8, "activation_bits": 8,
              "per_channel": config.per_channel, "activations": config.activations, "reduce_range": reduce_range,
              "calibration": config.calibration, "calibration_size": config.calibration_size}
