@@ -99,3 +99,19 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130, err
     assert "resume with" in err
     assert (runs_root / "c" / "last.pt").exists()
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    """`make demo` end to end (train, prune + fine-tune, int8 export, score) on a tiny CIFAR-10-format folder."""
+    import dataclasses
+
+    from slimbench.data import make_synthetic
+    from slimbench.data.cifar import write_binary_batches
+
+    data = dataclasses.replace(make_synthetic(num_train=600, num_test=100), name="cifar10")
+    write_binary_batches(data, tmp_path / "cifar-10-batches-bin")
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path / "cifar-10-batches-bin"), "--epochs", "1",
+                                      "--train-images", "400", "--val-images", "100"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "int8 ONNX" in text and "score" in text, text

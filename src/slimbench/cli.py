@@ -430,17 +430,28 @@ def demo(
     data_dir: DataDir = None,
     epochs: Annotated[int, typer.Option(help="Epochs of the short run.")] = 2,
     train_images: Annotated[int, typer.Option(help="Training images used (a seeded subset).")] = 10000,
+    val_images: Annotated[int, typer.Option(help="Validation images held out for model selection.")] = 1000,
 ) -> None:
-    """A short end-to-end job on CIFAR-10: fetch the data, train a small ResNet-20, evaluate, list runs."""
+    """A short end-to-end job on CIFAR-10: fetch the data, train a small ResNet-20, prune it, export it to int8
+    ONNX, score it."""
+    import os
+
+    from slimbench.compress import PruneConfig
+    from slimbench.compress import prune as run_prune
     from slimbench.config import load_config
+    from slimbench.export import export as run_export
     from slimbench.measure import evaluate_checkpoint
+    from slimbench.score import compute_score, inputs_from_artifact, load_rule
     from slimbench.train import TrainConfig
     from slimbench.train import train as run_training
+
+    if data_dir is not None:
+        os.environ["SLIMBENCH_DATA"] = str(data_dir)
 
     cfg = load_config(TrainConfig, None, {
         "name": "demo", "model": {"model": "resnet20", "width": 0.5}, "epochs": epochs,
         "data": {"name": "cifar10", "dir": str(data_dir) if data_dir else None, "train_subset": train_images,
-                 "val_size": 1000},
+                 "val_size": val_images},
         "schedule": {"name": "onecycle"}, "optimizer": {"lr": 0.2}, "label_smoothing": 0.1,
     })
     result = run_training(cfg)
@@ -449,6 +460,16 @@ def demo(
         f"[bold]demo[/]: ResNet-20 x0.5 ({result.metrics['params']:,} parameters), {epochs} epochs on "
         f"{result.metrics['train_images']:,} images: test accuracy {_pct(report['accuracy'])}; "
         f"run in {result.run_dir}, confusion matrix {report['confusion_png']}"
+    )
+    pruned = run_prune(result.model_path, PruneConfig(name="demo-pruned", ratio=0.3, finetune={"epochs": 1}))
+    exported = run_export(pruned.model_path, pruned.run_dir / "export", precision="int8",
+                          commands=["slimbench demo"])
+    inputs, accuracy = inputs_from_artifact(exported.path, load_rule("brief"))
+    score = compute_score(inputs, "brief")
+    console.print(
+        f"[bold]demo[/]: pruned 30% of the parameters ({inputs.w:,.0f} left) and fine-tuned 1 epoch; int8 ONNX "
+        f"{exported.path} ({exported.path.stat().st_size:,} bytes), test accuracy {_pct(accuracy)}, "
+        f"score {score.total:.4f} (8-bit weights and activations); model card {exported.card}"
     )
     runs(root=result.run_dir.parent, limit=5, json_=False)
 
