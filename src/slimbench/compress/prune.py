@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -28,12 +27,13 @@ from slimbench.artifact import (
     now_iso,
     save_artifact,
 )
+from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
 from slimbench.compress.config import PruneConfig, ramp_ratios
 from slimbench.compress.select import select_layers
 from slimbench.compress.structured import prune_structured
 from slimbench.compress.unstructured import prune_unstructured
 from slimbench.config import dump_yaml, read_yaml, validate
-from slimbench.data import ImageDataset, load_dataset, normalize, split_dataset
+from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
 from slimbench.measure import count_model
 from slimbench.models import build_model
@@ -48,13 +48,6 @@ class PruneResult:
     metrics: dict[str, Any]
 
 
-def _parent_train_config(artifact: Artifact) -> dict[str, Any]:
-    for step in reversed(artifact.lineage):
-        if step.get("stage") == "train":
-            return dict(step.get("config") or {})
-    return {}
-
-
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
@@ -66,18 +59,13 @@ def _input_shape(dataset: ImageDataset | None) -> tuple[int, ...]:
     return tuple(dataset.train_x.shape[1:]) if dataset is not None else (3, 32, 32)
 
 
-def _calibration(dataset: ImageDataset, train_config: dict[str, Any], config: PruneConfig):  # type: ignore[no-untyped-def]
-    """Gradients of the loss on a few training batches (never validation or test images), for Taylor ranking."""
-    data = train_config.get("data") or {}
-    val_size = min(int(data.get("val_size", 5000)), len(dataset.train_y) // 10)
-    splits = split_dataset(dataset, val_size, int(data.get("split_seed", 0)))
-    pick = torch.randperm(len(splits.train_idx), generator=torch.Generator().manual_seed(config.seed))
-    count = min(config.calibration_batches * config.calibration_batch_size, len(pick))
-    idx = splits.train_idx[pick[:count]]
+def _calibration(dataset: ImageDataset, parent: Artifact, config: PruneConfig):  # type: ignore[no-untyped-def]
+    """Gradients of the loss on a few training batches, for Taylor ranking."""
+    idx = calibration_indices(dataset, parent, config.calibration_batches * config.calibration_batch_size, config.seed)
 
     def calibrate(model: nn.Module) -> None:
         model.eval()
-        for start in range(0, count, config.calibration_batch_size):
+        for start in range(0, len(idx), config.calibration_batch_size):
             batch = idx[start:start + config.calibration_batch_size]
             x = normalize(dataset.train_x[batch], channels_last=False)
             F.cross_entropy(model(x), dataset.train_y[batch]).backward()
@@ -173,13 +161,11 @@ def prune(
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, dump_yaml(config).encode())
 
-    train_base = _parent_train_config(parent)
-    needs_data = config.finetune is not None or config.method == "taylor"
-    if needs_data and dataset is None:
-        data = train_base.get("data") or {}
-        dataset = load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+    train_base = training_config(parent)
+    if config.finetune is not None or config.method == "taylor":
+        dataset = dataset_for(parent, dataset)
     input_shape = _input_shape(dataset)
-    calibrate = _calibration(dataset, train_base, config) if config.method == "taylor" and dataset else None
+    calibrate = _calibration(dataset, parent, config) if config.method == "taylor" and dataset else None
 
     ratios = ramp_ratios(config.ratio, config.steps, config.ramp) if config.schedule == "iterative" else [config.ratio]
     current_path = Path(checkpoint)

@@ -23,8 +23,9 @@ from pydantic import Field
 
 from slimbench.artifact import Artifact, atomic_write, code_version, config_hash, load_artifact, load_model, now_iso
 from slimbench.artifact import save_artifact as save_torch_artifact
+from slimbench.compress.calibration import calibration_indices, dataset_for
 from slimbench.config import StrictModel
-from slimbench.data import ImageDataset, load_dataset, normalize, split_dataset
+from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError
 from slimbench.measure import count_model
 
@@ -81,19 +82,8 @@ def _step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> 
             "code": code_version(), "time": now_iso(), "metrics": metrics}
 
 
-def _dataset_for(parent: Artifact, dataset: ImageDataset | None) -> ImageDataset:
-    if dataset is not None:
-        return dataset
-    data = next((s.get("config", {}).get("data") for s in reversed(parent.lineage) if s.get("stage") == "train"), None) or {}
-    return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
-
-
 def _calibration_images(dataset: ImageDataset, parent: Artifact, config: QuantizeConfig) -> torch.Tensor:
-    data = next((s.get("config", {}).get("data") for s in reversed(parent.lineage) if s.get("stage") == "train"), None) or {}
-    val_size = min(int(data.get("val_size", 5000)), len(dataset.train_y) // 10)
-    train_idx = split_dataset(dataset, val_size, int(data.get("split_seed", 0))).train_idx
-    pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
-    return dataset.train_x[train_idx[pick[: config.calibration_size]]]
+    return dataset.train_x[calibration_indices(dataset, parent, config.calibration_size, config.seed)]
 
 
 def quantize_int8_onnx(float_onnx: str | Path, out_path: str | Path, calibration: torch.Tensor,
@@ -155,7 +145,7 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     if parent.quant:
         raise CompressionError(f"{checkpoint} is already quantized ({parent.quant.get('mode')}); quantize its float parent")
     model, _ = load_model(checkpoint)
-    data = _dataset_for(parent, dataset)
+    data = dataset_for(parent, dataset)
     test_x, test_y = data.test_x, data.test_y
     input_shape = tuple(test_x.shape[1:])
     counts = count_model(model, input_shape)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slimbench.artifact import load_artifact, load_model
-from slimbench.compress.quantize import QuantizeConfig, _dataset_for, quantize, read_sidecar, write_sidecar
+from slimbench.compress.calibration import dataset_for
+from slimbench.compress.quantize import QuantizeConfig, quantize, read_sidecar, write_sidecar
 from slimbench.data import ImageDataset
 from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
@@ -48,7 +49,7 @@ def export(
     model, _ = load_model(checkpoint)
     if parent.quant and parent.quant.get("dtype"):
         model = model.float()  # a half-precision artifact exports from its (exactly representable) float copy
-    data = _dataset_for(parent, dataset)
+    data = dataset_for(parent, dataset)
     input_shape = tuple(data.test_x.shape[1:])
     count = min(parity_images, len(data.test_x))
     images, labels = data.test_x[:count], data.test_y[:count]

@@ -1,0 +1,36 @@
+"""Data for compression stages: the dataset a model was trained on, and calibration images from its training
+split (never the validation or test images, which stay for selection and the report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from slimbench.artifact import Artifact
+from slimbench.data import ImageDataset, load_dataset, split_dataset
+
+
+def training_config(artifact: Artifact) -> dict[str, Any]:
+    """The resolved config of the last training step in the lineage ({} when there is none)."""
+    for step in reversed(artifact.lineage):
+        if step.get("stage") == "train":
+            return dict(step.get("config") or {})
+    return {}
+
+
+def dataset_for(artifact: Artifact, dataset: ImageDataset | None = None) -> ImageDataset:
+    """``dataset`` when given, else the one the lineage trained on (same name, folder and download setting)."""
+    if dataset is not None:
+        return dataset
+    data = training_config(artifact).get("data") or {}
+    return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+
+
+def calibration_indices(dataset: ImageDataset, artifact: Artifact, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` seeded indices into ``dataset.train_x``, drawn from the split the model trained on."""
+    data = training_config(artifact).get("data") or {}
+    val_size = min(int(data.get("val_size", 5000)), len(dataset.train_y) // 10)
+    train_idx = split_dataset(dataset, val_size, int(data.get("split_seed", 0))).train_idx
+    pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
+    return train_idx[pick[:count]]
