@@ -61,3 +61,10 @@ def test_measure_artifact_and_cli(tmp_path):
     result = CliRunner().invoke(app, ["measure", "resnet20", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["macs"] == 40_813_184
+
+
+def test_sparse_size_pays_only_when_sparse_enough():
+    from slimbench.measure.counts import sparse_storage_bytes, storage_bytes
+
+    assert sparse_storage_bytes(8000, 8000, 8) > storage_bytes(8000, 8)  # dense: the mask is pure overhead
+    assert sparse_storage_bytes(8000, 2000, 8) == 1000 + 2000 < storage_bytes(8000, 8)

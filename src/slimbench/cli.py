@@ -326,6 +326,13 @@ def measure_(
     table.add_row("parameters", f"{report['params']:,} ({report['nonzero_params']:,} non-zero)")
     table.add_row("MACs / image", f"{report['macs']:,} (rule {report['rule']}, input {report['input_shape']})")
     table.add_row("size", ", ".join(f"{k}: {v / 1e6:.2f} MB" for k, v in report["size_bytes"].items()))
+    if report["nonzero_params"] < report["params"]:
+        table.add_row("size, sparse", ", ".join(f"{k}: {v / 1e6:.2f} MB" for k, v in report["sparse_size_bytes"].items())
+                      + " (bitmask + non-zero values)")
+    if report.get("quant"):
+        quant = report["quant"]
+        table.add_row("stored as", f"{quant.get('mode')}: weights {quant.get('weight_bits')} bits, activations "
+                                   f"{quant.get('activation_bits')} bits")
     for lat in report.get("latency", []):
         table.add_row(f"latency {lat['engine']} batch {lat['batch_size']}",
                       f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "

@@ -87,3 +87,11 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) ->
 def storage_bytes(params: int, bits: float) -> int:
     """Bytes to store ``params`` values at ``bits`` each, densely packed."""
     return int(-(-params * bits // 8))
+
+
+def sparse_storage_bytes(params: int, nonzero: int, bits: float) -> int:
+    """Bytes for a bitmask (one bit per weight) plus the non-zero values at ``bits`` each.
+
+    It pays once more than 1/bits of the weights are zero (over 1/8 at 8 bits, over 1/32 at 32 bits).
+    """
+    return storage_bytes(params, 1) + storage_bytes(nonzero, bits)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.artifact import load_model
-from slimbench.measure.counts import count_model, storage_bytes
+from slimbench.measure.counts import count_model, sparse_storage_bytes, storage_bytes
 from slimbench.measure.latency import measure_latency, measure_onnx_latency
 from slimbench.models import build_model, normalize_spec
 
@@ -56,6 +56,9 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         "nonzero_params": counts.nonzero_params,
         "macs": counts.macs,
         "size_bytes": {f"{bits}-bit": storage_bytes(counts.params, bits) for bits in (32, 16, 8)},
+        # bitmask + non-zero values: what unstructured sparsity saves on disk, where it pays
+        "sparse_size_bytes": {f"{bits}-bit": sparse_storage_bytes(counts.params, counts.nonzero_params, bits)
+                              for bits in (32, 16, 8)},
         "layers": [asdict(layer) for layer in counts.layers],
     })
     if latency:
