@@ -119,6 +119,7 @@ def test_export_card_and_side_by_side_latency(tmp_path, trained, synthetic):
 
 ZOO = [
     {"model": "resnet20", "shortcut": "A"},
+    {"model": "resnet18", "width": 0.25},
     {"model": "resnet44", "width": 0.25},
     {"model": "resnet34", "stem": "imagenet", "width": 0.25},
     {"model": "preactresnet18", "width": 0.25},
@@ -177,3 +178,10 @@ def test_int8_latency_numbers_are_finite(tmp_path, trained, synthetic):
                       tmp_path / "q", dataset=synthetic)
     report = measure(result.path, latency=True, batch_sizes=(2,), repeats=3, engines=("onnxruntime",))
     assert np.isfinite(report["latency"][0]["median_ms"]) and report["quant"]["mode"] == "int8"
+
+
+def test_torchscript_export(tmp_path, trained, synthetic):
+    result = export(trained, tmp_path / "ts", format="torchscript", dataset=synthetic, latency=False)
+    assert result.path.name == "model.torchscript.pt" and result.parity["top1_agreement"] == 1.0
+    with pytest.raises(ExportError, match="float32 only"):
+        export(trained, tmp_path / "ts16", format="torchscript", precision="fp16", dataset=synthetic)

@@ -175,6 +175,7 @@ def quantize(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model artifact (model.pt), pruned or not.")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, export/).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="onnx, or torchscript (float32, for libtorch).")] = "onnx",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (ONNX Runtime static quantization).")] = "fp32",
     int8: Annotated[bool, typer.Option("--int8", help="Same as --precision int8.")] = False,
     fixed_batch: Annotated[int | None, typer.Option(help="Export with this fixed batch size instead of a dynamic one.")] = None,
@@ -182,7 +183,7 @@ def export(
     data_dir: DataDir = None,
     latency: Annotated[bool, typer.Option(help="Time PyTorch and ONNX Runtime at batch 1 for the model card.")] = True,
 ) -> None:
-    """Export to ONNX, prove it matches PyTorch on test images, and write MODEL_CARD.md beside it."""
+    """Export to ONNX (or TorchScript), prove it matches PyTorch on test images, and write MODEL_CARD.md beside it."""
     import os
     import shlex
 
@@ -190,11 +191,14 @@ def export(
 
     if data_dir is not None:
         os.environ["SLIMBENCH_DATA"] = str(data_dir)
+    if format_ not in ("onnx", "torchscript"):
+        raise SlimbenchError(f"format must be onnx or torchscript, got {format_!r}")
     chosen = "int8" if int8 else precision
     if chosen not in ("fp32", "fp16", "int8"):
         raise SlimbenchError(f"precision must be fp32, fp16 or int8, got {chosen!r}")
     command = "slimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_export(checkpoint, out or checkpoint.parent / "export", precision=chosen,  # type: ignore[arg-type]
+                        format=format_,  # type: ignore[arg-type]
                         dynamic_batch=fixed_batch is None, batch_size=fixed_batch or 1, opset=opset, latency=latency,
                         commands=[command])
     p = result.parity

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slimbench.artifact import load_artifact, load_model
+from slimbench.artifact import atomic_write, load_artifact, load_model
 from slimbench.compress.calibration import dataset_for
 from slimbench.compress.quantize import QuantizeConfig, quantize, read_sidecar, write_sidecar
 from slimbench.data import ImageDataset
 from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
 from slimbench.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
+from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
 from slimbench.measure.latency import measure_latency, measure_onnx_latency
 
@@ -33,6 +34,7 @@ def export(
     checkpoint: str | Path,
     out_dir: str | Path,
     precision: Literal["fp32", "fp16", "int8"] = "fp32",
+    format: Literal["onnx", "torchscript"] = "onnx",
     dynamic_batch: bool = True,
     batch_size: int = 1,
     opset: int = DEFAULT_OPSET,
@@ -54,6 +56,12 @@ def export(
     count = min(parity_images, len(data.test_x))
     images, labels = data.test_x[:count], data.test_y[:count]
     extra: list[Path] = []
+    if format == "torchscript":
+        if precision != "fp32":
+            raise ExportError("TorchScript export is float32 only; use ONNX for fp16 and int8")
+        path = export_torchscript(model, out_dir / "model.torchscript.pt", input_shape)
+        parity = check_torchscript_parity(model, path, images, labels).as_dict()
+        return ExportResult(path=path, card=_card_for_torchscript(out_dir, path, parity), parity=parity, extra_files=[])
     if precision == "int8":
         config = (quantize_config or QuantizeConfig()).model_copy(update={"mode": "int8"})
         result = quantize(checkpoint, config, out_dir, dataset=data)
@@ -85,3 +93,12 @@ def export(
     counts = count_model(model.float(), input_shape)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [])
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
+
+
+def _card_for_torchscript(out_dir: Path, path: Path, parity: dict[str, Any]) -> Path:
+    card = out_dir / "MODEL_CARD.md"
+    atomic_write(card, (f"# Model card: {path.name}\n\nTorchScript (traced, float32) for libtorch; parity with eager "
+                        f"PyTorch on {parity['images']} test images: top-1 agreement {parity['top1_agreement']:.2%}, "
+                        f"max logit difference {parity['max_abs_diff']:.3g}. Export to ONNX for the full card, "
+                        "int8 and ONNX Runtime latency.\n").encode())
+    return card
