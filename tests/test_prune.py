@@ -145,6 +145,10 @@ def test_iterative_structured_with_fine_tuning_and_resume(tmp_path, synthetic):
     assert inputs.ps == pytest.approx(1 - steps[1]["params_after"] / steps[0]["params_after"]
                                       * steps[0]["params_after"] / count_model(build_model(
                                           {"model": "resnet20", "width": 0.5})).params, abs=1e-9)
+    from slimbench.runs import DB_NAME, ResultsStore
+
+    commands = sorted(r.command for r in ResultsStore(tmp_path / DB_NAME).runs(10))
+    assert commands == ["prune", "train", "train"]  # one store for the pipeline, beside its directory
     # a second call with the same directory and config finds everything done and changes nothing
     again = prune(path, cfg, run_dir=tmp_path / "it", dataset=synthetic, progress=False)
     assert again.metrics["steps"] == steps

@@ -38,7 +38,7 @@ from slimbench.errors import CompressionError, ConfigError
 from slimbench.measure import count_model
 from slimbench.models import build_model
 from slimbench.models.structure import structure_changes
-from slimbench.runs import make_run_dir
+from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 
 
 @dataclass
@@ -161,6 +161,8 @@ def prune(
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, dump_yaml(config).encode())
 
+    store = path.parent / DB_NAME  # fine-tuning runs and the prune itself share the runs folder's store
+    started = now_iso()
     train_base = training_config(parent)
     if config.finetune is not None or config.method == "taylor":
         dataset = dataset_for(parent, dataset)
@@ -187,7 +189,7 @@ def prune(
             if (finetune_dir / "model.pt").exists():
                 result_metrics = json.loads((finetune_dir / "metrics.json").read_text())
             elif (finetune_dir / "last.pt").exists():
-                result_metrics = resume_training(finetune_dir, progress=progress, dataset=dataset).metrics
+                result_metrics = resume_training(finetune_dir, progress=progress, dataset=dataset, store=store).metrics
             else:
                 settings = {key: value for key, value in train_base.items() if key not in ("name", "init_from", "distill")}
                 settings = _merge(settings, config.finetune)
@@ -195,7 +197,8 @@ def prune(
                 if config.distill_from_parent:
                     settings["distill"] = _merge({"teacher": str(checkpoint)}, config.finetune.get("distill") or {})
                 train_config = validate(TrainConfig, settings, "finetune")
-                result_metrics = train(train_config, run_dir=finetune_dir, progress=progress, dataset=dataset).metrics
+                result_metrics = train(train_config, run_dir=finetune_dir, progress=progress, dataset=dataset,
+                                       store=store).metrics
             summary.update(val_acc=result_metrics.get("val_acc"), test_acc=result_metrics.get("test_acc"))
             current_path = finetune_dir / "model.pt"
         steps.append(summary)
@@ -207,4 +210,10 @@ def prune(
     atomic_write(path / "metrics.json", json.dumps(metrics, indent=2).encode())
     if not steps:
         raise CompressionError("nothing was pruned")
+    settings = config.model_dump(mode="json")
+    ResultsStore(store).record(
+        name=path.name, command="prune", status="done", started=started, finished=now_iso(), run_dir=str(path),
+        model=final.spec["model"], config_hash=config_hash(settings), git_commit=code_version()["git_commit"],
+        config=settings, metrics={**metrics, "params": steps[-1]["params_after"]}, wall_s=None,
+    )
     return PruneResult(run_dir=path, model_path=path / "model.pt", metrics=metrics)

@@ -66,6 +66,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     dataset: ImageDataset | None = None,
     runs_root: str | Path | None = None,
+    store: str | Path | None = None,
 ) -> TrainResult:
     """Train ``config.model``; writes ``model.pt``, ``best.pt``, ``last.pt``, log, metrics and plots.
 
@@ -79,7 +80,7 @@ def train(
     else:
         path = make_run_dir(config.name, config.model["model"], runs_root)
     atomic_write(path / "config.yaml", dump_yaml(config).encode())
-    return _Trainer(config, path, dataset).run(resume=False, progress=progress, on_epoch=on_epoch)
+    return _Trainer(config, path, dataset, store).run(resume=False, progress=progress, on_epoch=on_epoch)
 
 
 def resume_training(
@@ -88,6 +89,7 @@ def resume_training(
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
     dataset: ImageDataset | None = None,
+    store: str | Path | None = None,
 ) -> TrainResult:
     """Continue a run from its ``last.pt`` with its saved config; only the number of epochs may change."""
     path = Path(run_dir)
@@ -97,7 +99,7 @@ def resume_training(
     if epochs is not None and epochs != config.epochs:
         config = config.model_copy(update={"epochs": epochs})
         atomic_write(path / "config.yaml", dump_yaml(config).encode())
-    return _Trainer(config, path, dataset).run(resume=True, progress=progress, on_epoch=on_epoch)
+    return _Trainer(config, path, dataset, store).run(resume=True, progress=progress, on_epoch=on_epoch)
 
 
 def channels_last_is_safe(model: nn.Module) -> bool:
@@ -110,9 +112,12 @@ def channels_last_is_safe(model: nn.Module) -> bool:
 
 
 class _Trainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, dataset: ImageDataset | None) -> None:
+    def __init__(self, config: TrainConfig, run_dir: Path, dataset: ImageDataset | None,
+                 store: str | Path | None = None) -> None:
         self.cfg = config
         self.run_dir = run_dir
+        # the results store: beside the run directory unless a pipeline (prune, study) keeps one of its own
+        self.store_path = Path(store) if store else run_dir.parent / DB_NAME
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         if config.threads:
@@ -468,7 +473,7 @@ class _Trainer:
 
     def _record(self, status: str, started: str, metrics: dict[str, Any]) -> None:
         cfg = self.cfg.model_dump(mode="json")
-        ResultsStore(self.run_dir.parent / DB_NAME).record(
+        ResultsStore(self.store_path).record(
             name=self.run_dir.name, command="train", status=status, started=started, finished=now_iso(),
             run_dir=str(self.run_dir), model=self.spec["model"], config_hash=config_hash(cfg),
             git_commit=code_version()["git_commit"], config=cfg, metrics=metrics, wall_s=self.train_seconds,
