@@ -12,18 +12,9 @@ from slimbench.errors import CheckpointError, ConfigError
 from slimbench.measure import count_model
 from slimbench.models import build_model
 from slimbench.score import inputs_from_artifact, load_rule
+from zoo import ZOO, zoo_id
 
 # Every zoo family, narrowed where the full model would make the test slow; the graph is the same.
-ZOO = [
-    {"model": "resnet20", "shortcut": "B"},
-    {"model": "resnet20", "shortcut": "A"},
-    {"model": "resnet32", "width": 0.5},
-    {"model": "resnet18", "width": 0.25},
-    {"model": "resnet34", "stem": "imagenet", "width": 0.25},
-    {"model": "preactresnet18", "width": 0.25},
-    {"model": "densenet121", "width": 0.25},
-    {"model": "mobilenetv2", "width": 0.25},
-]
 
 
 def _save(tmp_path, spec, name="parent.pt"):
@@ -39,7 +30,7 @@ def _save(tmp_path, spec, name="parent.pt"):
     return path
 
 
-@pytest.mark.parametrize("spec", ZOO, ids=lambda s: "-".join(str(v) for v in s.values()))
+@pytest.mark.parametrize("spec", ZOO, ids=zoo_id)
 def test_structured_30_percent_shrinks_and_round_trips(tmp_path, spec):
     path = _save(tmp_path, spec)
     model, _ = load_model(path)

@@ -18,6 +18,7 @@ from slimbench.measure import evaluate, measure
 from slimbench.models import build_model
 from slimbench.score import inputs_from_artifact, load_rule
 from slimbench.train import TrainConfig, train
+from zoo import ZOO, zoo_id
 
 
 @pytest.fixture(scope="module")
@@ -117,18 +118,9 @@ def test_export_card_and_side_by_side_latency(tmp_path, trained, synthetic):
     assert fp16.path.name == "model.fp16.onnx" and fp16.parity["top1_agreement"] >= 0.99
 
 
-ZOO = [
-    {"model": "resnet20", "shortcut": "A"},
-    {"model": "resnet18", "width": 0.25},
-    {"model": "resnet44", "width": 0.25},
-    {"model": "resnet34", "stem": "imagenet", "width": 0.25},
-    {"model": "preactresnet18", "width": 0.25},
-    {"model": "densenet121", "width": 0.25},
-    {"model": "mobilenetv2", "width": 0.25},
-]
 
 
-@pytest.mark.parametrize("spec", ZOO, ids=lambda s: s["model"])
+@pytest.mark.parametrize("spec", ZOO, ids=zoo_id)
 def test_every_zoo_model_exports_with_parity(tmp_path, spec, synthetic):
     torch.manual_seed(0)
     model = build_model(spec).eval()

@@ -156,13 +156,18 @@ def load_artifact(path: str | Path) -> Artifact:
 
 
 def build_from_artifact(artifact: Artifact, path: str | Path = "artifact") -> nn.Module:
-    """Rebuild the model: architecture from ``spec``, layers resized to ``structure``, weights from ``state``."""
+    """Rebuild the model: architecture from ``spec``, layers resized to ``structure`` and made low-bit as
+    ``quant`` says, weights (and learned step sizes) from ``state``."""
     try:
         model = build_model(artifact.spec)
     except ModelError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     if artifact.structure:
         apply_structure(model, artifact.structure, str(path))
+    if (artifact.quant or {}).get("mode") == "qat":  # low-bit layers (Brevitas) rebuilt from the recipe
+        from slimbench.models.lowbit import apply_lowbit
+
+        apply_lowbit(model, artifact.quant.get("layers") or {}, str(path))
     try:
         result = model.load_state_dict(artifact.state, strict=False)
     except RuntimeError as exc:  # a tensor whose shape does not fit the layer

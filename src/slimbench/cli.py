@@ -139,14 +139,23 @@ def prune(
 @app.command()
 def quantize(
     checkpoint: Annotated[Path, typer.Argument(help="A float model artifact (model.pt), pruned or not.")],
-    mode: Annotated[str, typer.Option(help="fp16, bf16 (half-width artifact) or int8 (ONNX Runtime QDQ model).")] = "int8",
+    mode: Annotated[str, typer.Option(help="fp16, bf16 (half-width artifact), int8 (ONNX Runtime QDQ model) or qat "
+                                           "(low-bit quantization-aware training with Brevitas).")] = "int8",
     out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, quant-MODE/).")] = None,
-    calibration: Annotated[str, typer.Option(help="int8 activation ranges: minmax, percentile or entropy.")] = "minmax",
-    calibration_size: Annotated[int, typer.Option(help="Training images used for int8 calibration.")] = 512,
+    config: Annotated[Path | None, typer.Option(help="YAML quantization config; flags override it.")] = None,
+    calibration: Annotated[str | None, typer.Option(help="int8 activation ranges: minmax, percentile or entropy.")] = None,
+    calibration_size: Annotated[int | None, typer.Option(help="Training images used for calibration.")] = None,
+    weight_bits: Annotated[int | None, typer.Option(help="qat: weight bits, 2-8 (default 4).")] = None,
+    activation_bits: Annotated[int | None, typer.Option(help="qat: bits of each layer's inputs, 2-8 (default 4).")] = None,
+    first_last_bits: Annotated[int | None, typer.Option(help="qat: bits of the first and last layer (default 8).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="qat: training epochs (0: calibrate only).")] = None,
+    lr: Annotated[float | None, typer.Option(help="qat: learning rate.")] = None,
+    distill: Annotated[bool | None, typer.Option("--distill/--no-distill", help="qat: distil from the float model.")] = None,
     data_dir: DataDir = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set per_channel=false")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
-    """Quantize a model: fp16/bf16 halve the file; int8 runs with ONNX Runtime's integer kernels."""
+    """Quantize a model: fp16/bf16 halve the file; int8 runs with ONNX Runtime's integer kernels; qat trains w2-w8/a2-a8."""
     import os
 
     from slimbench.compress import QuantizeConfig
@@ -155,12 +164,33 @@ def quantize(
 
     if data_dir is not None:
         os.environ["SLIMBENCH_DATA"] = str(data_dir)
-    overrides: dict[str, Any] = {"mode": mode, "calibration": calibration, "calibration_size": calibration_size}
+    flags = {"mode": mode, "calibration": calibration, "calibration_size": calibration_size,
+             "weight_bits": weight_bits, "activation_bits": activation_bits, "first_last_bits": first_last_bits,
+             "distill_from_parent": distill}
+    overrides: dict[str, Any] = {key: value for key, value in flags.items() if value is not None}
+    if epochs == 0:
+        overrides["finetune"] = None
+    elif epochs is not None or lr is not None:
+        default_epochs = (QuantizeConfig.model_fields["finetune"].default or {}).get("epochs")
+        overrides["finetune.epochs"] = epochs or (None if config else default_epochs)
+        if overrides["finetune.epochs"] is None:
+            del overrides["finetune.epochs"]
+        if lr is not None:
+            overrides["finetune.optimizer.lr"] = lr
     overrides.update(dict(parse_override(item) for item in set_ or []))
-    cfg = load_config(QuantizeConfig, None, overrides)
-    result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}")
+    cfg = load_config(QuantizeConfig, config, overrides)
+    result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}", progress=progress)
     m = result.metrics
     table = Table(title=f"{cfg.mode}: {result.path}", show_header=False, box=box.SIMPLE)
+    if cfg.mode == "qat":
+        table.add_row("bits (effective)", f"weights {m['weight_bits']:.3g}, activations {m['activation_bits']:.3g}, "
+                                          f"max(qw, qa) {m['op_bits']:.3g} (MAC-weighted)")
+        table.add_row("weight levels", f"at most {m['max_weight_levels']} per output channel")
+        if m.get("test_acc") is not None:
+            table.add_row("accuracy", f"val {_pct(m.get('val_acc'))}, test {_pct(m['test_acc'])} "
+                                      f"(float test {_pct(m.get('float_test_acc'))})")
+        console.print(table)
+        return
     table.add_row("test accuracy", f"{_pct(m['test_acc'])} (float {_pct(m['float_test_acc'])}, "
                                    f"drop {100 * m['accuracy_drop']:.2f} points)")
     table.add_row("file", f"{m['file_bytes']:,} bytes (float {m['float_file_bytes']:,}: "
@@ -418,10 +448,10 @@ def score(
         ("w, f", f"{inputs.w:,.0f} parameters, {inputs.f:,.0f} {result.rule.op_counting}"),
         ("Ps, Pu applied", f"{result.ps_applied:g}, {result.pu_applied:g} (given {inputs.ps:g}, {inputs.pu:g}; "
                            f"measured on the {inputs.measured_on} model)"),
-        ("qw, qa", f"{inputs.qw:g}, {inputs.qa:g} bits"),
+        ("qw, qa", f"{inputs.qw:.4g}, {inputs.qa:.4g} bits"),
         ("parameter term", f"(1-{result.ps_applied + result.pu_applied:g}) x {inputs.qw:g}/32 x {inputs.w:,.0f}/"
                            f"{result.rule.param_norm:.3g} = {result.param_term:.4f}"),
-        ("operation term", f"(1-{result.ps_applied:g}) x {max(inputs.qw, inputs.qa):g}/32 x {inputs.f:,.0f}/"
+        ("operation term", f"(1-{result.ps_applied:g}) x {inputs.max_bits:.4g}/32 x {inputs.f:,.0f}/"
                            f"{result.rule.op_norm:.3g} = {result.op_term:.4f}"),
         ("[bold]score", f"[bold]{result.total:.4f}"),
     ]

@@ -29,6 +29,7 @@ from slimbench.artifact import (
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
 from slimbench.compress.config import PruneConfig, ramp_ratios
+from slimbench.compress.finetune import finetune
 from slimbench.compress.select import select_layers
 from slimbench.compress.structured import prune_structured
 from slimbench.compress.unstructured import prune_unstructured
@@ -46,13 +47,6 @@ class PruneResult:
     run_dir: Path
     model_path: Path
     metrics: dict[str, Any]
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _input_shape(dataset: ImageDataset | None) -> tuple[int, ...]:
@@ -149,8 +143,6 @@ def prune(
 
     Re-running with the same ``run_dir`` and config continues an interrupted pipeline.
     """
-    from slimbench.train import TrainConfig, resume_training, train  # the trainer is a public API
-
     parent = load_artifact(checkpoint)
     path = Path(run_dir) if run_dir else make_run_dir(config.name, f"{parent.spec['model']}-pruned", runs_root)
     saved = path / "prune.yaml"
@@ -185,22 +177,11 @@ def prune(
             "params_after", "nonzero_after", "macs_after", "structured_ratio", "unstructured_ratio")}}
         current_path = pruned_path
         if config.finetune is not None:
-            finetune_dir = step_dir / "finetune"
-            if (finetune_dir / "model.pt").exists():
-                result_metrics = json.loads((finetune_dir / "metrics.json").read_text())
-            elif (finetune_dir / "last.pt").exists():
-                result_metrics = resume_training(finetune_dir, progress=progress, dataset=dataset, store=store).metrics
-            else:
-                settings = {key: value for key, value in train_base.items() if key not in ("name", "init_from", "distill")}
-                settings = _merge(settings, config.finetune)
-                settings.update(name=f"{path.name}-step{k}", model=pruned_artifact.spec, init_from=str(pruned_path))
-                if config.distill_from_parent:
-                    settings["distill"] = _merge({"teacher": str(checkpoint)}, config.finetune.get("distill") or {})
-                train_config = validate(TrainConfig, settings, "finetune")
-                result_metrics = train(train_config, run_dir=finetune_dir, progress=progress, dataset=dataset,
-                                       store=store).metrics
+            current_path, result_metrics = finetune(
+                pruned_path, pruned_artifact.spec, train_base, config.finetune, step_dir / "finetune",
+                f"{path.name}-step{k}", teacher=str(checkpoint) if config.distill_from_parent else None,
+                dataset=dataset, store=store, progress=progress)
             summary.update(val_acc=result_metrics.get("val_acc"), test_acc=result_metrics.get("test_acc"))
-            current_path = finetune_dir / "model.pt"
         steps.append(summary)
 
     final = load_artifact(current_path)

@@ -33,8 +33,13 @@ HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 SIDECAR_FORMAT = "slimbench.onnx-artifact"
 
 
+class LayerBits(StrictModel):
+    weight_bits: int | None = Field(None, ge=2, le=8)
+    activation_bits: int | None = Field(None, ge=2, le=8)
+
+
 class QuantizeConfig(StrictModel):
-    mode: Literal["fp16", "bf16", "int8"] = "int8"
+    mode: Literal["fp16", "bf16", "int8", "qat"] = "int8"
     calibration_size: int = Field(512, gt=0)  # training images used to calibrate activation ranges (int8)
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
     percentile: float = Field(99.999, gt=90, le=100)  # calibration: percentile
@@ -46,6 +51,14 @@ class QuantizeConfig(StrictModel):
     parity_images: int = Field(1000, gt=0)  # test images compared between int8 ONNX Runtime and float PyTorch
     min_agreement: float = Field(0.95, gt=0, le=1)  # top-1 agreement below this fails the quantization
     seed: int = 0
+    # qat: low-bit quantization-aware training with Brevitas (see compress/qat.py)
+    weight_bits: int = Field(4, ge=2, le=8)
+    activation_bits: int = Field(4, ge=2, le=8)  # bits of every quantized layer's inputs
+    first_last_bits: int | None = Field(8, ge=2, le=8)  # first and last layer (None: like the others)
+    layer_bits: dict[str, LayerBits] = {}  # per-layer overrides: name pattern (fnmatch) -> bits; later wins
+    float_layers: list[str] = []  # name patterns of layers left in float (counted at 32 bits)
+    finetune: dict[str, Any] | None = {"epochs": 10}  # trainer overrides; None: calibrate only (low-bit PTQ)
+    distill_from_parent: bool = False  # distil from the float model while training
 
 
 @dataclass
@@ -134,11 +147,15 @@ def quantize_int8_onnx(float_onnx: str | Path, out_path: str | Path, calibration
 
 
 def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
-             dataset: ImageDataset | None = None) -> QuantizeResult:
-    """Quantize a model artifact; fp16/bf16 give ``model.pt``, int8 gives ``model.int8.onnx`` plus its sidecar."""
+             dataset: ImageDataset | None = None, progress: bool = True) -> QuantizeResult:
+    """Quantize a model artifact; fp16/bf16/qat give ``model.pt``, int8 gives ``model.int8.onnx`` and its sidecar."""
     from slimbench.export.onnx import check_parity, export_onnx
     from slimbench.measure.accuracy import evaluate
 
+    if config.mode == "qat":
+        from slimbench.compress.qat import quantize_aware_training
+
+        return quantize_aware_training(checkpoint, config, out_dir, dataset=dataset, progress=progress)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parent = load_artifact(checkpoint)

@@ -49,7 +49,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
     ps = sum(float((s.get("metrics") or {}).get("structured_ratio", 0)) for s in lineage if s.get("stage") == "prune")
     pu = sum(float((s.get("metrics") or {}).get("unstructured_ratio", 0)) for s in lineage if s.get("stage") == "prune")
     score = compute_score(ScoreInputs(w=counts.nonzero_params, f=counts.macs, ps=min(ps, 0.99), pu=min(pu, 0.99),
-                                      qw=qw, qa=qa), "brief")
+                                      qw=qw, qa=qa, op_bits=quant.get("op_bits")), "brief")
     test_acc = metrics.get("test_acc")
     lines = [
         f"# Model card: {model_file.name}",
@@ -60,7 +60,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         f"[N, {', '.join(map(str, counts.input_shape))}] normalised with the CIFAR mean/std, output `logits`",
         f"- Parameters: {counts.params:,} ({counts.nonzero_params:,} non-zero); MACs per image: {counts.macs:,} "
         f"(rule {counts.rule})",
-        f"- Bits: weights {qw:g}, activations {qa:g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
+        f"- Bits: weights {qw:.3g}, activations {qa:.3g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
                                                           if quant else ""),
         f"- Accuracy: validation {_pct(metrics.get('val_acc'))}, test {_pct(test_acc)} "
         "(model selection on the validation split only)",

@@ -41,7 +41,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
-            if exporter == "dynamo":
+            if is_lowbit_model(model):
+                _export_lowbit(model, example, tmp, dynamic_batch, kwargs)
+            elif exporter == "dynamo":
                 if dynamic_batch:
                     kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
                 torch.onnx.export(model, (example,), tmp, dynamo=True, **kwargs)
@@ -59,6 +61,26 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     finally:
         model.float()
     return path
+
+
+def is_lowbit_model(model: nn.Module) -> bool:
+    from slimbench.models.lowbit import is_lowbit
+
+    return any(is_lowbit(module) for module in model.modules())
+
+
+def _export_lowbit(model: nn.Module, example: torch.Tensor, path: str, dynamic_batch: bool,
+                   kwargs: dict[str, Any]) -> None:
+    """Brevitas QAT layers as QCDQ: int8 weight initializers (their low-bit grid) + DequantizeLinear, inputs as
+    QuantizeLinear + Clip (to 2^b levels) + DequantizeLinear, which ONNX Runtime runs as written."""
+    from brevitas.export import export_onnx_qcdq
+
+    if example.dtype == torch.float16:
+        raise ExportError("a low-bit QAT model exports at its own bit widths, not as float16")
+    if dynamic_batch:
+        kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    # the TorchScript-based path stores weights as integers; Brevitas's dynamo path keeps them float
+    export_onnx_qcdq(model, args=example, export_path=path, dynamo=False, **kwargs)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 COUNTING_RULE = "conv-linear-macs"
+QUANTIZER_MARK = "_quant."  # parameter names of low-bit layers' step sizes (Brevitas)
 
 
 @dataclass
@@ -74,11 +75,13 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) ->
         model.train(was_training)
         for handle in handles:
             handle.remove()
+    # learned quantizer step sizes (one per channel or tensor) fold into the integer kernels' scales: not weights
+    weights = [p for name, p in model.named_parameters() if QUANTIZER_MARK not in name]
     return ModelCounts(
         input_shape=list(input_shape),
-        params=sum(p.numel() for p in model.parameters()),
-        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        nonzero_params=sum(int(torch.count_nonzero(p)) for p in model.parameters()),
+        params=sum(p.numel() for p in weights),
+        trainable_params=sum(p.numel() for p in weights if p.requires_grad),
+        nonzero_params=sum(int(torch.count_nonzero(p)) for p in weights),
         macs=sum(layer.macs for layer in layers),
         layers=layers,
     )

@@ -66,7 +66,14 @@ class ScoreInputs(StrictModel):
     pu: float = Field(0.0, ge=0, lt=1, description="unstructured pruning ratio")
     qw: float = Field(32, gt=0, le=32, description="weight bits")
     qa: float = Field(32, gt=0, le=32, description="activation bits")
+    op_bits: float | None = Field(None, gt=0, le=32, description="effective max(qw, qa), MAC-weighted over layers "
+                                  "(mixed precision); None: max(qw, qa)")
     measured_on: Literal["pruned", "original"] = "pruned"
+
+    @property
+    def max_bits(self) -> float:
+        """The bits of the operation term: ``op_bits`` when given (mixed precision), else max(qw, qa)."""
+        return self.op_bits if self.op_bits is not None else max(self.qw, self.qa)
 
     @model_validator(mode="after")
     def _ratios(self) -> ScoreInputs:
@@ -105,7 +112,10 @@ def compute_score(inputs: ScoreInputs, rule: ScoreRule | str = "brief") -> Score
         ps, pu = inputs.ps, inputs.pu
         notes.append("w and f are those of the unpruned architecture: the formula applies Ps and Pu")
     param_term = (1 - (ps + pu)) * (inputs.qw / 32) * inputs.w / rule.param_norm
-    op_term = (1 - ps) * (max(inputs.qw, inputs.qa) / 32) * inputs.f / rule.op_norm
+    if inputs.op_bits is not None:
+        notes.append(f"mixed precision: max(qw, qa) is {inputs.op_bits:.3g} bits, the MAC-weighted mean of each "
+                     "layer's own max(qw, qa); qw is weighted by parameters")
+    op_term = (1 - ps) * (inputs.max_bits / 32) * inputs.f / rule.op_norm
     return ScoreBreakdown(rule=rule, inputs=inputs, ps_applied=ps, pu_applied=pu, param_term=param_term,
                           op_term=op_term, notes=notes)
 
@@ -140,6 +150,6 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
     pu = sum(float(step.get("metrics", {}).get("unstructured_ratio", 0)) for step in prune_steps)
     inputs = ScoreInputs(w=w, f=f, ps=min(ps, 0.99), pu=min(pu, 0.99),
                          qw=float(quant.get("weight_bits", 32)), qa=float(quant.get("activation_bits", 32)),
-                         measured_on="pruned")
+                         op_bits=quant.get("op_bits"), measured_on="pruned")
     accuracy = metrics.get("test_acc")
     return inputs, float(accuracy) if isinstance(accuracy, int | float) else None

@@ -1,0 +1,45 @@
+"""Fine-tuning after a compression step, through the trainer's public API, resumable from disk.
+
+The run reuses the parent's own training config (data split, augmentation, label smoothing) with the
+stage's ``finetune`` overrides on top, optionally distilling from a teacher artifact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from slimbench.config import validate
+from slimbench.data import ImageDataset
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid recursively over ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def finetune(
+    start: Path, spec: dict[str, Any], base: dict[str, Any], overrides: dict[str, Any], run_dir: Path, name: str,
+    teacher: str | None = None, dataset: ImageDataset | None = None, store: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """Train from ``start`` into ``run_dir`` (or resume, or reuse a finished run); returns model.pt and metrics."""
+    from slimbench.train import TrainConfig, resume_training, train  # the trainer is a public API
+
+    if (run_dir / "model.pt").exists():
+        return run_dir / "model.pt", json.loads((run_dir / "metrics.json").read_text())
+    if (run_dir / "last.pt").exists():
+        result = resume_training(run_dir, progress=progress, dataset=dataset, store=store)
+        return run_dir / "model.pt", result.metrics
+    settings = {key: value for key, value in base.items() if key not in ("name", "init_from", "distill")}
+    settings = merge(settings, overrides)
+    settings.update(name=name, model=spec, init_from=str(start))
+    if teacher:
+        settings["distill"] = merge({"teacher": teacher}, overrides.get("distill") or {})
+    config = validate(TrainConfig, settings, "finetune")
+    result = train(config, run_dir=run_dir, progress=progress, dataset=dataset, store=store)
+    return run_dir / "model.pt", result.metrics

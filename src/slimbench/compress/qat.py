@@ -1,0 +1,225 @@
+"""Low-bit quantization-aware training (QAT) with Brevitas: w2..w8, a2..a8, per layer.
+
+Pipeline (``slimbench quantize CHECKPOINT --mode qat``), every step on disk so an interruption resumes:
+
+1. plan: a float forward pass on calibration images (training split) finds each Conv2d/Linear's execution
+   order and whether its inputs can be negative; bits come from the defaults, ``first_last_bits`` for the
+   first and last layer, then the ``layer_bits`` patterns; ``float_layers`` stay float.
+2. ``qat/init.pt``: the model with Brevitas layers, activation step sizes calibrated on those images.
+   The recipe is stored in the artifact's ``quant`` (as data), so every stage rebuilds the same model.
+3. fine-tuning with the trainer from ``init.pt`` (any optimiser/schedule; optional distillation from the
+   float parent), in ``qat/finetune/``.
+4. ``model.pt``: weights snapped to their grid (each stored weight is one of the 2^b - 1 levels of its
+   channel), checked to compute the same function as the trained model.
+
+Effective bits for the score, with mixed precision: ``weight_bits`` is parameter-weighted over every
+parameter of the model (float layers, biases and batch norm at 32 bits), ``activation_bits`` and
+``op_bits`` (max(qw, qa) per layer) are MAC-weighted, float layers at 32.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimbench.artifact import (
+    Artifact,
+    atomic_write,
+    build_from_artifact,
+    code_version,
+    config_hash,
+    load_artifact,
+    load_model,
+    now_iso,
+    save_artifact,
+)
+from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
+from slimbench.compress.finetune import finetune
+from slimbench.compress.quantize import QuantizeConfig, QuantizeResult
+from slimbench.config import dump_yaml, read_yaml, validate
+from slimbench.data import ImageDataset, normalize
+from slimbench.errors import CompressionError, ConfigError
+from slimbench.measure import count_model
+from slimbench.models.lowbit import QUANTIZER_MARK, apply_lowbit, is_lowbit
+from slimbench.runs import DB_NAME, ResultsStore
+
+
+@torch.no_grad()
+def plan_bits(model: nn.Module, config: QuantizeConfig, images: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """Bits and input signedness of every Conv2d/Linear to quantize, in execution order."""
+    seen: dict[str, bool] = {}  # layer -> its inputs can be negative
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], name: str = name) -> None:
+                seen[name] = seen.get(name, False) or bool((inputs[0] < 0).any())
+            handles.append(module.register_forward_pre_hook(record))
+    was_training = model.training
+    try:
+        model.eval()(normalize(images, channels_last=False))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    order = list(seen)
+    if not order:
+        raise CompressionError("the model has no Conv2d or Linear layer to quantize")
+    plan = {}
+    for name in order:
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in config.float_layers):
+            continue
+        bits = {"weight_bits": config.weight_bits, "activation_bits": config.activation_bits}
+        if config.first_last_bits is not None and name in (order[0], order[-1]):
+            bits = {"weight_bits": config.first_last_bits, "activation_bits": config.first_last_bits}
+        for pattern, override in config.layer_bits.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                bits.update({k: v for k, v in override.model_dump().items() if v is not None})
+        plan[name] = {**bits, "activation_signed": seen[name]}
+    unmatched = [p for p in [*config.layer_bits, *config.float_layers]
+                 if not any(fnmatch.fnmatchcase(name, p) for name in order)]
+    if unmatched:
+        raise ConfigError(f"layer pattern(s) {', '.join(map(repr, unmatched))} match no Conv2d/Linear layer "
+                          f"(layers: {', '.join(order[:4])}, ...)")
+    return plan
+
+
+def effective_bits(model: nn.Module, plan: dict[str, dict[str, Any]],
+                   input_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, float]:
+    """Parameter-weighted weight bits, MAC-weighted activation bits and MAC-weighted max(qw, qa)."""
+    counts = count_model(model, input_shape)
+    params = {name: p.numel() for name, p in model.named_parameters() if QUANTIZER_MARK not in name}
+    total_params = sum(params.values())
+    weight_bit_total = 0.0
+    for name, numel in params.items():
+        layer, _, kind = name.rpartition(".")
+        bits = plan.get(layer, {}).get("weight_bits", 32) if kind == "weight" else 32
+        weight_bit_total += numel * bits
+    total_macs = sum(layer.macs for layer in counts.layers) or 1
+    act = sum(layer.macs * plan.get(layer.name, {}).get("activation_bits", 32) for layer in counts.layers)
+    ops = sum(layer.macs * max(plan.get(layer.name, {}).get("activation_bits", 32),
+                               plan.get(layer.name, {}).get("weight_bits", 32)) for layer in counts.layers)
+    return {"weight_bits": weight_bit_total / total_params, "activation_bits": act / total_macs,
+            "op_bits": ops / total_macs}
+
+
+@torch.no_grad()
+def calibrate_activations(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
+    """Initialise every step size: inputs from activation statistics on ``images`` (Brevitas calibration),
+    weights from max|w| per output channel (Brevitas sets a learned scale on its first use)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from brevitas.graph.calibrate import calibration_mode
+
+    model.eval()
+    with calibration_mode(model):
+        for start in range(0, len(images), batch_size):
+            model(normalize(images[start:start + batch_size], channels_last=False))
+    for module in model.modules():
+        if is_lowbit(module):
+            module.quant_weight()
+
+
+@torch.no_grad()
+def snap_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with every low-bit weight replaced by its quantized value (one of its grid's levels)."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, module in model.named_modules():
+        if is_lowbit(module):
+            state[f"{name}.weight"] = module.quant_weight().value.detach().clone()
+    return state
+
+
+@torch.no_grad()
+def weight_levels(model: nn.Module) -> dict[str, int]:
+    """Most distinct values any output channel's quantized weights take, per low-bit layer."""
+    levels = {}
+    for name, module in model.named_modules():
+        if is_lowbit(module):
+            weight = module.quant_weight().value.detach().flatten(1)
+            levels[name] = max(len(torch.unique(row)) for row in weight)
+    return levels
+
+
+def _step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
+    settings = config.model_dump(mode="json")
+    return {"stage": "quantize", "config": settings, "config_hash": config_hash(settings), "parent": parent.digest,
+            "code": code_version(), "time": now_iso(), "metrics": metrics}
+
+
+def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
+                            dataset: ImageDataset | None = None, progress: bool = True) -> QuantizeResult:
+    """Low-bit QAT of a float (optionally pruned) artifact into ``out_dir/model.pt``; resumable."""
+    out_dir = Path(out_dir)
+    parent = load_artifact(checkpoint)
+    if parent.quant:
+        raise CompressionError(f"{checkpoint} is already quantized ({parent.quant.get('mode')}); "
+                               "start QAT from its float parent")
+    saved = out_dir / "quantize.yaml"
+    if saved.exists() and validate(QuantizeConfig, read_yaml(saved), str(saved)) != config:
+        raise ConfigError(f"{out_dir} holds a quantization run with another config: choose another directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, dump_yaml(config).encode())
+    started = now_iso()
+    data = dataset_for(parent, dataset)
+    input_shape = tuple(data.train_x.shape[1:])
+    calibration = data.train_x[calibration_indices(data, parent, config.calibration_size, config.seed)]
+
+    init_path = out_dir / "qat" / "init.pt"
+    if not init_path.exists():
+        model, _ = load_model(checkpoint)
+        plan = plan_bits(model, config, calibration[:64])
+        bits = effective_bits(model, plan, input_shape)
+        apply_lowbit(model, plan, str(checkpoint))
+        calibrate_activations(model, calibration)
+        quant = {"mode": "qat", "method": "brevitas", "layers": plan, **bits,
+                 "defaults": {"weight_bits": config.weight_bits, "activation_bits": config.activation_bits,
+                              "first_last_bits": config.first_last_bits},
+                 "weights": "per-channel symmetric, learned step size", "activations": "per-tensor, learned step size"}
+        # the quantize step precedes its fine-tuning run in the lineage (as prune does); its metrics are
+        # completed when the model is final
+        init = Artifact.from_model(parent.spec, model, structure=parent.structure, quant=quant,
+                                   lineage=[*parent.lineage, _step(config, parent, bits)], metrics={})
+        save_artifact(init, init_path)
+    trained_path = init_path
+    result_metrics: dict[str, Any] = {}
+    if config.finetune is not None:
+        init_artifact = load_artifact(init_path)
+        trained_path, result_metrics = finetune(
+            init_path, init_artifact.spec, training_config(parent), config.finetune, out_dir / "qat" / "finetune",
+            f"{out_dir.name}-qat", teacher=str(checkpoint) if config.distill_from_parent else None,
+            dataset=data, store=out_dir.parent / DB_NAME, progress=progress)
+
+    trained_model, trained = load_model(trained_path)
+    final = Artifact(spec=trained.spec, state=snap_weights(trained_model), structure=trained.structure,
+                     quant=trained.quant, lineage=list(trained.lineage), metrics=dict(trained.metrics))
+    snapped = build_from_artifact(final).eval()
+    probe = normalize(calibration[:32], channels_last=False)
+    with torch.no_grad():
+        reference = trained_model.eval()(probe)
+        drift = float((snapped(probe) - reference).abs().max())
+    if drift > 1e-3 * max(1.0, float(reference.abs().max())):
+        raise CompressionError(f"weights snapped to their grid change the outputs by {drift:.3g}: step sizes unstable")
+    quant = trained.quant or {}
+    metrics = {"mode": "qat", **{k: quant.get(k) for k in ("weight_bits", "activation_bits", "op_bits")},
+               "max_weight_levels": max(weight_levels(snapped).values()),
+               **{k: result_metrics.get(k) for k in ("val_acc", "test_acc", "epoch") if k in result_metrics},
+               "float_test_acc": parent.metrics.get("test_acc"), "params": count_model(snapped, input_shape).params}
+    step = next(s for s in reversed(final.lineage) if s.get("stage") == "quantize")
+    step["metrics"] = {**step.get("metrics", {}), **metrics}
+    final.metrics = {**final.metrics, **metrics}
+    path = out_dir / "model.pt"
+    save_artifact(final, path)
+    atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=str).encode())
+    settings = config.model_dump(mode="json")
+    ResultsStore(out_dir.parent / DB_NAME).record(
+        name=out_dir.name, command="quantize", status="done", started=started, finished=now_iso(),
+        run_dir=str(out_dir), model=final.spec["model"], config_hash=config_hash(settings),
+        git_commit=code_version()["git_commit"], config=settings, metrics=metrics, wall_s=None,
+    )
+    return QuantizeResult(path, metrics)

@@ -1,0 +1,189 @@
+"""Low-bit quantization-aware training (Brevitas): recipe, training, grid, rebuild, export and score."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+from typer.testing import CliRunner
+
+from slimbench.artifact import Artifact, load_artifact, load_model, save_artifact
+from slimbench.cli import app
+from slimbench.compress import PruneConfig, QuantizeConfig, prune, quantize
+from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits, weight_levels
+from slimbench.data import normalize
+from slimbench.errors import CompressionError, ConfigError, ExportError
+from slimbench.export import export
+from slimbench.models import build_model
+from slimbench.models.lowbit import apply_lowbit, is_lowbit
+from slimbench.score import compute_score, inputs_from_artifact, load_rule
+from slimbench.train import TrainConfig, train
+from zoo import ZOO, zoo_id
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory, synthetic):
+    root = tmp_path_factory.mktemp("float")
+    config = TrainConfig.model_validate({
+        "model": {"model": "resnet20", "width": 0.5}, "epochs": 3, "batch_size": 64,
+        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"},
+    })
+    return train(config, run_dir=root / "run", progress=False, dataset=synthetic).model_path
+
+
+@pytest.fixture(scope="module")
+def w4a4(tmp_path_factory, float_model, synthetic):
+    out = tmp_path_factory.mktemp("qat") / "w4a4"
+    config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=4, calibration_size=128,
+                            finetune={"epochs": 2, "optimizer": {"lr": 0.01}})
+    return quantize(float_model, config, out, dataset=synthetic, progress=False)
+
+
+def test_w4a4_trains_and_stores_16_levels_per_channel(w4a4):
+    losses = [json.loads(line)["train_loss"] for line in (w4a4.path.parent / "qat/finetune/log.jsonl").open()]
+    assert losses[-1] < losses[0]
+    model, artifact = load_model(w4a4.path)
+    layers = artifact.quant["layers"]
+    levels = weight_levels(model)
+    assert set(levels) == set(layers)
+    for name, bits in layers.items():
+        assert levels[name] <= 2 ** bits["weight_bits"] - 1  # symmetric narrow range: 15 levels at 4 bits
+        stored = artifact.state[f"{name}.weight"].flatten(1)
+        assert max(len(torch.unique(row)) for row in stored) <= 2 ** bits["weight_bits"] - 1  # in the file itself
+    four_bit = [n for n, b in layers.items() if b["weight_bits"] == 4]
+    assert len(four_bit) == len(layers) - 2  # first and last layer at 8 bits by default
+    assert layers["conv1"]["weight_bits"] == 8 and layers["fc"]["weight_bits"] == 8
+    assert layers["conv1"]["activation_signed"] and not layers["layer1.0.conv1"]["activation_signed"]
+
+
+def test_qat_artifact_rebuilds_exactly(w4a4, synthetic):
+    first, artifact = load_model(w4a4.path)
+    second, _ = load_model(w4a4.path)
+    assert sum(is_lowbit(m) for m in first.modules()) == len(artifact.quant["layers"])
+    x = normalize(synthetic.test_x[:16], channels_last=False)
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
+    reloaded = load_artifact(w4a4.path)
+    assert [step["stage"] for step in reloaded.lineage][-2:] == ["quantize", "train"]  # QAT, then its training
+    assert reloaded.lineage[-2]["config"]["mode"] == "qat" and "test_acc" in reloaded.lineage[-2]["metrics"]
+
+
+def test_quantized_inputs_take_2_to_the_bits_levels(w4a4, synthetic):
+    model, artifact = load_model(w4a4.path)
+    seen = {}
+    layer = model.layer2[0].conv1
+    handle = layer.input_quant.register_forward_hook(lambda m, i, o: seen.update(out=o))
+    with torch.no_grad():
+        model(normalize(synthetic.test_x[:32], channels_last=False))
+    handle.remove()
+    values = seen["out"].value if hasattr(seen["out"], "value") else seen["out"]
+    assert len(torch.unique(values)) <= 2 ** artifact.quant["layers"]["layer2.0.conv1"]["activation_bits"]
+
+
+def test_score_reads_effective_bits(w4a4):
+    inputs, accuracy = inputs_from_artifact(w4a4.path, load_rule("brief"))
+    quant = load_artifact(w4a4.path).quant
+    assert 4 < inputs.qw < 8 and inputs.qw == pytest.approx(quant["weight_bits"])
+    assert 4 < inputs.max_bits < 8 and inputs.max_bits == pytest.approx(quant["op_bits"])
+    assert accuracy == pytest.approx(w4a4.metrics["test_acc"])
+    float32 = compute_score(inputs.model_copy(update={"qw": 32, "qa": 32, "op_bits": None}))
+    assert compute_score(inputs).total < float32.total / 4
+
+
+def test_effective_bits_by_hand():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    plan = {"0": {"weight_bits": 2, "activation_bits": 8}, "3": {"weight_bits": 4, "activation_bits": 4}}
+    bits = effective_bits(model, plan, (3, 8, 8))
+    conv_w, fc_w, fc_b = 108, 288, 2
+    assert bits["weight_bits"] == pytest.approx((conv_w * 2 + fc_w * 4 + fc_b * 32) / (conv_w + fc_w + fc_b))
+    conv_macs, fc_macs = 4 * 36 * 27, 144 * 2
+    assert bits["activation_bits"] == pytest.approx((conv_macs * 8 + fc_macs * 4) / (conv_macs + fc_macs))
+    assert bits["op_bits"] == pytest.approx((conv_macs * 8 + fc_macs * 4) / (conv_macs + fc_macs))
+
+
+def test_per_layer_overrides_and_float_layers(synthetic):
+    model = build_model({"model": "resnet20", "width": 0.25})
+    config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=8, layer_bits={"layer3.*": {"weight_bits": 2}},
+                            float_layers=["layer1.0.conv2"])
+    plan = plan_bits(model, config, synthetic.train_x[:8])
+    assert "layer1.0.conv2" not in plan
+    assert plan["layer3.1.conv1"] == {"weight_bits": 2, "activation_bits": 8, "activation_signed": False}
+    assert plan["layer2.1.conv1"]["weight_bits"] == 4 and plan["fc"]["weight_bits"] == 8
+    with pytest.raises(ConfigError, match="match no"):
+        plan_bits(model, config.model_copy(update={"float_layers": ["nonexistent*"]}), synthetic.train_x[:8])
+
+
+# every family in the default run; the larger variants of families already covered are slow (Brevitas
+# builds each quantized layer in tens of milliseconds)
+QUICK_ZOO = ("resnet20-A", "preactresnet18-0.25", "densenet121-0.25", "mobilenetv2-0.25", "resnet34-imagenet-0.25")
+
+
+@pytest.mark.parametrize("spec", [s if zoo_id(s) in QUICK_ZOO else pytest.param(s, marks=pytest.mark.slow)
+                                  for s in ZOO], ids=zoo_id)
+def test_every_zoo_model_takes_low_bit_layers(tmp_path, spec, synthetic):
+    torch.manual_seed(0)
+    model = build_model(spec)
+    plan = plan_bits(model, QuantizeConfig(mode="qat", weight_bits=3, activation_bits=5), synthetic.train_x[:8])
+    apply_lowbit(model, plan)
+    calibrate_activations(model, synthetic.train_x[:16])
+    artifact = Artifact.from_model(spec, model, quant={"mode": "qat", "layers": plan})
+    save_artifact(artifact, tmp_path / "m.pt")
+    rebuilt, _ = load_model(tmp_path / "m.pt")
+    x = normalize(synthetic.test_x[:4], channels_last=False)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), rebuilt(x))
+    assert all(levels <= 2 ** plan[name]["weight_bits"] - 1 for name, levels in weight_levels(rebuilt).items())
+
+
+def test_pruned_then_qat_composes(tmp_path, float_model, synthetic):
+    pruned = prune(float_model, PruneConfig(kind="structured", ratio=0.3), tmp_path / "pruned", dataset=synthetic,
+                   progress=False)
+    result = quantize(pruned.model_path, QuantizeConfig(mode="qat", finetune=None, calibration_size=64),
+                      tmp_path / "qat", dataset=synthetic, progress=False)
+    _, artifact = load_model(result.path)
+    assert artifact.structure == load_artifact(pruned.model_path).structure
+    assert [step["stage"] for step in artifact.lineage][-2:] == ["prune", "quantize"]
+    assert artifact.lineage[-1]["metrics"]["max_weight_levels"] <= 255
+    inputs, _ = inputs_from_artifact(result.path, load_rule("brief"))
+    assert inputs.ps == pytest.approx(artifact.lineage[-2]["metrics"]["structured_ratio"])
+
+
+def test_qat_refuses_a_quantized_parent_and_another_config(tmp_path, w4a4, float_model, synthetic):
+    with pytest.raises(CompressionError, match="already quantized"):
+        quantize(w4a4.path, QuantizeConfig(mode="qat", finetune=None), tmp_path / "again", dataset=synthetic)
+    with pytest.raises(ConfigError, match="another config"):
+        quantize(float_model, QuantizeConfig(mode="qat", weight_bits=3), w4a4.path.parent, dataset=synthetic)
+
+
+def test_qat_exports_as_integer_qdq_with_parity(tmp_path, w4a4, synthetic):
+    result = export(w4a4.path, tmp_path / "export", dataset=synthetic, latency=False, parity_images=128)
+    assert result.path.name == "model.lowbit.onnx" and result.parity["top1_agreement"] >= 0.99
+    graph = onnx.load(str(result.path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Clip"} <= ops
+    int_weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+                   and t.dims and len(t.dims) >= 2]
+    assert len(int_weights) >= 20
+    assert max(len(set(w.reshape(w.shape[0], -1)[0].tolist())) for w in int_weights) <= 255
+    inputs, _ = inputs_from_artifact(result.path, load_rule("brief"))
+    assert inputs.max_bits == pytest.approx(load_artifact(w4a4.path).quant["op_bits"])
+    with pytest.raises(ExportError, match="own bit"):
+        export(w4a4.path, tmp_path / "x", precision="int8", dataset=synthetic, latency=False)
+
+
+def test_cli_qat_calibrate_only(tmp_path, float_model):
+    out = tmp_path / "cli-qat"
+    result = CliRunner().invoke(app, ["quantize", str(float_model), "--mode", "qat", "--weight-bits", "2",
+                                      "--activation-bits", "8", "--epochs", "0", "--out", str(out), "--no-progress",
+                                      "--calibration-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "weight levels" in result.output
+    quant = load_artifact(out / "model.pt").quant
+    assert {b["weight_bits"] for b in quant["layers"].values()} == {2, 8}
+    bad = CliRunner().invoke(app, ["quantize", str(float_model), "--mode", "qat", "--weight-bits", "1",
+                                   "--out", str(tmp_path / "bad")])
+    assert isinstance(bad.exception, ConfigError) and "weight_bits" in str(bad.exception)
