@@ -187,3 +187,15 @@ def test_cli_qat_calibrate_only(tmp_path, float_model):
     bad = CliRunner().invoke(app, ["quantize", str(float_model), "--mode", "qat", "--weight-bits", "1",
                                    "--out", str(tmp_path / "bad")])
     assert isinstance(bad.exception, ConfigError) and "weight_bits" in str(bad.exception)
+
+
+def test_measure_shows_each_layers_bits(w4a4):
+    from slimbench.measure import measure
+
+    report = measure(w4a4.path)
+    layers = {layer["name"]: layer for layer in report["layers"]}
+    assert (layers["conv1"]["weight_bits"], layers["layer2.0.conv1"]["weight_bits"]) == (8, 4)
+    assert layers["layer2.0.conv1"]["activation_bits"] == 4
+    assert report["size_bytes"]["as quantized"] < report["size_bytes"]["8-bit"]
+    result = CliRunner().invoke(app, ["measure", str(w4a4.path), "--per-layer"])
+    assert result.exit_code == 0 and "4/4" in result.output and "8/8" in result.output

@@ -365,8 +365,10 @@ def measure_(
                       + " (bitmask + non-zero values)")
     if report.get("quant"):
         quant = report["quant"]
-        table.add_row("stored as", f"{quant.get('mode')}: weights {quant.get('weight_bits')} bits, activations "
-                                   f"{quant.get('activation_bits')} bits")
+        mixed = " (effective: weights by parameters, activations by MACs; --per-layer for each layer)" \
+            if quant.get("mode") == "qat" else ""
+        table.add_row("stored as", f"{quant.get('mode')}: weights {float(quant.get('weight_bits', 32)):.3g} bits, "
+                                   f"activations {float(quant.get('activation_bits', 32)):.3g} bits{mixed}")
     for lat in report.get("latency", []):
         table.add_row(f"latency {lat['engine']} batch {lat['batch_size']}",
                       f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
@@ -374,11 +376,12 @@ def measure_(
     console.print(table)
     if per_layer:
         layers = Table(box=box.SIMPLE_HEAD)
-        for col in ("layer", "kind", "output", "params", "MACs"):
-            layers.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+        for col in ("layer", "kind", "output", "params", "MACs", "bits w/a"):
+            layers.add_column(col, justify="right" if col in ("params", "MACs", "bits w/a") else "left")
         for layer in report["layers"]:
             layers.add_row(layer["name"], layer["kind"], "x".join(map(str, layer["output_shape"])),
-                           f"{layer['params']:,}", f"{layer['macs']:,}")
+                           f"{layer['params']:,}", f"{layer['macs']:,}",
+                           f"{layer['weight_bits']:g}/{layer['activation_bits']:g}")
         console.print(layers)
 
 

@@ -13,6 +13,16 @@ from slimbench.measure.latency import measure_latency, measure_onnx_latency
 from slimbench.models import build_model, normalize_spec
 
 
+def _layer_bits(quant: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """A layer's weight and input bits: its own with mixed precision (QAT), else the model's, else 32."""
+    quant = quant or {}
+    if quant.get("mode") == "qat":
+        own = (quant.get("layers") or {}).get(name)
+        return {"weight_bits": own["weight_bits"], "activation_bits": own["activation_bits"]} if own else \
+            {"weight_bits": 32, "activation_bits": 32}
+    return {"weight_bits": quant.get("weight_bits", 32), "activation_bits": quant.get("activation_bits", 32)}
+
+
 def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes: tuple[int, ...] = (1, 64),
             repeats: int = 50, engines: tuple[str, ...] = ("pytorch-eager", "onnxruntime")) -> dict[str, Any]:
     """Parameters, MACs (per layer too), size at fp32/fp16/int8, and optionally CPU latency per engine.
@@ -59,8 +69,11 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         # bitmask + non-zero values: what unstructured sparsity saves on disk, where it pays
         "sparse_size_bytes": {f"{bits}-bit": sparse_storage_bytes(counts.params, counts.nonzero_params, bits)
                               for bits in (32, 16, 8)},
-        "layers": [asdict(layer) for layer in counts.layers],
+        "layers": [{**asdict(layer), **_layer_bits(report.get("quant"), layer.name)} for layer in counts.layers],
     })
+    quant = report.get("quant") or {}
+    if "weight_bits" in quant:  # packed at the model's own (effective) weight width
+        report["size_bytes"]["as quantized"] = storage_bytes(counts.params, float(quant["weight_bits"]))
     if latency:
         timings = []
         shape = tuple(counts.input_shape)
