@@ -518,6 +518,89 @@ def demo(
     runs(root=result.run_dir.parent, limit=5, json_=False)
 
 
+study_app = typer.Typer(help="Studies: many experiments (train, prune, quantize, export) from one YAML file.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+def study_run(
+    study_file: Annotated[Path, typer.Argument(help="Study YAML (see studies/).")],
+    out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/NAME[-smoke]).")] = None,
+    smoke: Annotated[bool, typer.Option(help="Every stage for one epoch on a small slice: checks a file in minutes.")] = False,
+    backend: Annotated[str, typer.Option(help="local (sequential) or ray (one task per experiment).")] = "local",
+    address: Annotated[str | None, typer.Option(help="ray: cluster address (default: a local Ray instance).")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="Run only these experiments (and what they need).")] = None,
+    data_dir: DataDir = None,
+    report: Annotated[bool, typer.Option(help="Write report.html when done.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run a study; finished stages are skipped, an interrupted one resumes. Ends with a table and report.html."""
+    import os
+
+    from slimbench.runs import default_runs_root
+    from slimbench.study import load_study, run_study, select, write_report
+
+    if data_dir is not None:
+        os.environ["SLIMBENCH_DATA"] = str(data_dir)
+    study = load_study(study_file)
+    out_dir = out or default_runs_root() / "studies" / (study.name + ("-smoke" if smoke else ""))
+    rows = run_study(study, out_dir, backend=backend, smoke=smoke, address=address, progress=progress, only=only,
+                     log=lambda line: console.print(f"[dim]{line}[/]"))
+    _print_rows(select(rows, "score"), f"study {study.name}" + (" (smoke)" if smoke else ""))
+    if report:
+        console.print(f"report: {write_report(out_dir)}")
+
+
+def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    from slimbench.study.compare import COLUMNS, cell
+
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for row in rows:
+        style = None if row.get("eligible") else "dim"
+        table.add_row(*[cell(row, key, fmt) for key, _, fmt in COLUMNS], style=style)
+    console.print(table)
+
+
+@app.command()
+def compare(
+    sources: Annotated[list[Path], typer.Argument(help="Study directories and/or model files (.pt, exported .onnx).")],
+    format_: Annotated[str, typer.Option("--format", help="table, markdown or csv.")] = "table",
+    sort: Annotated[str, typer.Option(help="Column to sort by (score, test_acc, params, macs, ...).")] = "score",
+    eligible: Annotated[bool, typer.Option(help="Only models at or above the accuracy threshold.")] = False,
+    plots: Annotated[Path | None, typer.Option(help="Write accuracy-vs-params/MACs/score plots (PNG, SVG) here.")] = None,
+    rule: Annotated[str, typer.Option(help="Score rule for model files: brief, course-macs or a YAML file.")] = "brief",
+) -> None:
+    """Compare models and studies side by side, with the Pareto front and literature references in plots."""
+    from slimbench.study import load_rows, plot_comparison, select, to_csv, to_markdown
+
+    rows = select(load_rows(list(sources), rule), sort, eligible)
+    if format_ == "markdown":
+        print(to_markdown(rows), end="")
+    elif format_ == "csv":
+        print(to_csv(rows), end="")
+    elif format_ == "table":
+        _print_rows(rows, "comparison")
+    else:
+        raise SlimbenchError(f"format must be table, markdown or csv, got {format_!r}")
+    if plots is not None:
+        for path in plot_comparison(rows, plots):
+            console.print(f"plot: {path}", style="dim")
+
+
+@app.command("report")
+def report_(
+    study_dir: Annotated[Path, typer.Argument(help="A study directory (with results.json).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: STUDY_DIR/report.html).")] = None,
+) -> None:
+    """Write one self-contained HTML page for a study: tables, plots, curves, model cards."""
+    from slimbench.study import write_report
+
+    console.print(f"report: {write_report(study_dir, out)}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     from slimbench.train import TrainingInterrupted

@@ -1,0 +1,9 @@
+"""Studies: experiments as pipelines of stages in YAML, run locally or on Ray, compared and reported."""
+
+from slimbench.study.compare import load_rows, pareto_front, plot_comparison, select, to_csv, to_markdown
+from slimbench.study.report import write_report
+from slimbench.study.runner import run_study
+from slimbench.study.spec import Experiment, Study, load_study
+
+__all__ = ["Experiment", "Study", "load_rows", "load_study", "pareto_front", "plot_comparison", "run_study",
+           "select", "to_csv", "to_markdown", "write_report"]

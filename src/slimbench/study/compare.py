@@ -1,0 +1,178 @@
+"""Compare results: rows from studies (``results.json``) or single models, as a table, Markdown, CSV and plots.
+
+Plots put accuracy against parameters, MACs and score (log axes), draw the Pareto front of the study's
+models (no other model is both smaller/cheaper and more accurate), and add reference models from the
+literature (``literature.yaml``) as separate markers with their sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slimbench.errors import ConfigError
+from slimbench.study.runner import RESULTS_FILE
+
+COLUMNS = [  # key, header, format
+    ("experiment", "model", "{}"), ("val_acc", "val %", "pct"), ("test_acc", "test %", "pct"),
+    ("params", "params", "{:,}"), ("macs", "MACs", "{:,}"), ("size_bytes", "size (B)", "{:,}"),
+    ("qw", "qw", "{:.3g}"), ("qa", "qa", "{:.3g}"), ("score", "score", "{:.4f}"), ("latency_ms", "b1 ms", "{:.2f}"),
+    ("train_s", "train s", "{:,.0f}"), ("eligible", ">=90%", "flag"),
+]
+
+
+def literature() -> list[dict[str, Any]]:
+    text = resources.files("slimbench.study").joinpath("literature.yaml").read_text()
+    return list(yaml.safe_load(text))
+
+
+def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, Any]]:
+    """Rows from study directories (their results.json) and from model files (.pt artifacts, exported .onnx)."""
+    from slimbench.score import compute_score, inputs_from_artifact, load_rule
+
+    rows: list[dict[str, Any]] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            results = path / RESULTS_FILE
+            if not results.is_file():
+                raise ConfigError(f"{path}: no {RESULTS_FILE} (run the study first: slimbench study run)")
+            payload = json.loads(results.read_text())
+            rows.extend({**row, "study": payload.get("study")} for row in payload["rows"])
+        elif path.is_file():
+            score_rule = load_rule(rule)
+            inputs, test_acc = inputs_from_artifact(path, score_rule)
+            rows.append({"experiment": path.parent.name + "/" + path.name, "model_path": str(path),
+                         "test_acc": test_acc, "params": int(inputs.w), "macs": int(inputs.f), "qw": inputs.qw,
+                         "qa": inputs.qa, "size_bytes": int(inputs.w * inputs.qw / 8),
+                         "score": compute_score(inputs, score_rule).total,
+                         "eligible": test_acc is not None and test_acc >= score_rule.min_accuracy})
+        else:
+            raise ConfigError(f"{path}: neither a study directory nor a model file")
+    return rows
+
+
+def select(rows: list[dict[str, Any]], sort: str = "score", eligible_only: bool = False) -> list[dict[str, Any]]:
+    keys = {key for key, _, _ in COLUMNS}
+    if sort not in keys:
+        raise ConfigError(f"cannot sort by {sort!r}; columns: {', '.join(sorted(keys))}")
+    rows = [r for r in rows if r.get("eligible")] if eligible_only else list(rows)
+    descending = sort in ("val_acc", "test_acc")
+    present = sorted((r for r in rows if r.get(sort) is not None), key=lambda r: r[sort], reverse=descending)
+    return present + [r for r in rows if r.get(sort) is None]
+
+
+def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if key == "eligible":
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if fmt == "pct":
+        return f"{100 * value:.2f}"
+    return fmt.format(value)
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([k for k, _, _ in COLUMNS])
+    for r in rows:
+        writer.writerow(["" if r.get(k) is None else r.get(k) for k, _, _ in COLUMNS])
+    return buffer.getvalue()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points that no other point beats on both cost (lower) and accuracy (higher), by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "",
+                    references: bool = True) -> list[Path]:
+    """accuracy_vs_{params,macs,score}.png/.svg in ``out_dir``; returns the PNG paths."""
+    import matplotlib.pyplot as plt
+
+    from slimbench.artifact import atomic_write
+    from slimbench.plotting import save_figure
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    refs = literature() if references else []
+    written = []
+    for key, label in (("params", "parameters"), ("macs", "MACs per image"), ("score", "score (lower is better)")):
+        points = [(float(r[key]), float(r["test_acc"])) for r in rows if r.get(key) and r.get("test_acc") is not None]
+        names = [r["experiment"] for r in rows if r.get(key) and r.get("test_acc") is not None]
+        fig, ax = plt.subplots(figsize=(7.5, 5))
+        if points:
+            ax.scatter([p[0] for p in points], [100 * p[1] for p in points], s=36, color="tab:blue", zorder=3,
+                       label="this study")
+            for (x, y), name in zip(points, names, strict=True):
+                ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            front = pareto_front(points)
+            ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
+                    color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
+        if key != "score" and refs:
+            ax.scatter([r[key] for r in refs], [100 * r["test_acc"] for r in refs], marker="^", s=40,
+                       color="tab:gray", zorder=2, label="literature (see sources)")
+            for r in refs:
+                ax.annotate(r["name"], (r[key], 100 * r["test_acc"]), textcoords="offset points", xytext=(4, -8),
+                            fontsize=6, color="dimgray")
+        ax.axhline(90, color="tab:red", linewidth=0.8, linestyle=":", label="90% threshold")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("CIFAR-10 test accuracy (%)")
+        ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        svg = io.StringIO()
+        fig.savefig(svg, format="svg")
+        atomic_write(out_dir / f"accuracy_vs_{key}.svg", svg.getvalue().encode())
+        save_figure(fig, out_dir / f"accuracy_vs_{key}.png")
+        written.append(out_dir / f"accuracy_vs_{key}.png")
+    return written
+
+
+def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | None:
+    """Validation accuracy per epoch of the chosen training runs, overlaid."""
+    import matplotlib.pyplot as plt
+
+    from slimbench.plotting import save_figure
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    drawn = 0
+    for name, run_dir in run_dirs:
+        log = run_dir / "log.jsonl"
+        if not log.is_file():
+            continue
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        epochs = [r["epoch"] for r in records if r.get("val_acc") is not None]
+        if epochs:
+            ax.plot(epochs, [100 * r["val_acc"] for r in records if r.get("val_acc") is not None], label=name)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+    return Path(path)

@@ -1,0 +1,287 @@
+"""Run a study: every experiment's stages in order, each stage keyed by a hash of what defines it.
+
+A stage's key covers its kind, its resolved config (``@name`` references replaced by the key of the stage
+that made that model), the key of the stage it starts from, the data and smoke mode. Its directory is
+``OUT/stages/<kind>-<key>``; ``done.json`` there marks it finished, so a re-run skips it, and an interrupted
+stage resumes inside its own directory (training from ``last.pt``, pruning and QAT from their steps).
+Experiments talk to each other only through the artifacts their stages write.
+
+Backends: ``local`` runs experiments one after another in this process; ``ray`` runs each experiment as a
+Ray task (its ``cpus``/``gpus`` request), in waves that respect ``from``/``@name`` dependencies, on a local
+Ray instance or a cluster (``address``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimbench.artifact import atomic_write, now_iso
+from slimbench.config import validate
+from slimbench.data import ImageDataset, load_dataset
+from slimbench.errors import ConfigError, SlimbenchError
+from slimbench.study.spec import Experiment, Study, references
+
+SMOKE_TRAIN_IMAGES, SMOKE_TEST_IMAGES, SMOKE_VAL_IMAGES = 512, 256, 64
+RESULTS_FILE = "results.json"
+
+
+def smoke_dataset(dataset: ImageDataset) -> ImageDataset:
+    """A seeded slice of the dataset: every stage runs for real, on few images."""
+    pick = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(0))[:SMOKE_TRAIN_IMAGES]
+    return dataclasses.replace(dataset, train_x=dataset.train_x[pick], train_y=dataset.train_y[pick],
+                               test_x=dataset.test_x[:SMOKE_TEST_IMAGES], test_y=dataset.test_y[:SMOKE_TEST_IMAGES],
+                               source=f"{dataset.source} (smoke slice)")
+
+
+def smoke_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The same stage shrunk to one epoch and small calibration/parity sets."""
+    config = json.loads(json.dumps(config))
+    if kind == "train":
+        config.update(epochs=1, report_test_each_epoch=False)
+        config.setdefault("data", {})["val_size"] = SMOKE_VAL_IMAGES
+        config["batch_size"] = min(int(config.get("batch_size", 128)), 64)
+        config.pop("early_stop_patience", None)
+        if config.get("schedule", {}).get("milestones"):
+            config["schedule"]["milestones"] = []
+    if kind in ("prune", "quantize") and config.get("finetune"):
+        config["finetune"] = {**config["finetune"], "epochs": 1}
+    if kind == "prune" and config.get("steps", 1) > 2:
+        config["steps"] = 2
+    if kind == "quantize":
+        config.update(calibration_size=64, parity_images=64, min_agreement=0.01)
+    if kind == "export":
+        config.update(parity_images=64, latency=False)
+    return config
+
+
+def _key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _resolve(value: Any, finals: dict[str, tuple[str, Path]]) -> Any:
+    """``@name`` -> the final model path of that experiment; the same walk gives the key of each reference."""
+    if isinstance(value, str) and value.startswith("@"):
+        return str(finals[value[1:]][1])
+    if isinstance(value, dict):
+        return {k: _resolve(v, finals) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, finals) for v in value]
+    return value
+
+
+def _keyed(value: Any, finals: dict[str, tuple[str, Path]]) -> Any:
+    if isinstance(value, str) and value.startswith("@"):
+        return f"stage:{finals[value[1:]][0]}"
+    if isinstance(value, dict):
+        return {k: _keyed(v, finals) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keyed(v, finals) for v in value]
+    return value
+
+
+def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir: Path, dataset: ImageDataset,
+               data: dict[str, Any], progress: bool) -> tuple[Path, dict[str, Any]]:
+    """One stage through the public API of its package; returns its output model and metrics."""
+    if kind == "train":
+        from slimbench.train import TrainConfig, resume_training, train
+
+        if (stage_dir / "last.pt").exists() and not (stage_dir / "model.pt").exists():
+            return stage_dir / "model.pt", resume_training(stage_dir, progress=progress, dataset=dataset).metrics
+        settings = {**config, "data": {**data, **config.get("data", {})}}
+        if source is not None:
+            settings.setdefault("init_from", str(source))
+        result = train(validate(TrainConfig, settings, f"{stage_dir.name}"), run_dir=stage_dir, progress=progress,
+                       dataset=dataset)
+        return result.model_path, result.metrics
+    if source is None:
+        raise ConfigError(f"a {kind} stage needs a model: put a train stage before it or start from an experiment")
+    if kind == "prune":
+        from slimbench.compress import PruneConfig, prune
+
+        result = prune(source, validate(PruneConfig, config, "prune"), stage_dir, dataset=dataset, progress=progress)
+        return result.model_path, result.metrics
+    if kind == "quantize":
+        from slimbench.compress import QuantizeConfig, quantize
+
+        q = quantize(source, validate(QuantizeConfig, config, "quantize"), stage_dir, dataset=dataset, progress=progress)
+        return q.path, q.metrics
+    import inspect
+
+    from slimbench.export import export
+
+    allowed = set(inspect.signature(export).parameters) - {"checkpoint", "out_dir", "dataset", "quantize_config"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError(f"export stage: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    exported = export(source, stage_dir, dataset=dataset, **config)
+    return exported.path, {"parity": exported.parity, "card": str(exported.card)}
+
+
+def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset: ImageDataset,
+                   finals: dict[str, tuple[str, Path]], smoke: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or skip, or resume) each stage of ``experiment``; returns its result row."""
+    key, model = finals[experiment.start] if experiment.start else ("", None)
+    last_pt = model
+    stage_records = []
+    started = time.perf_counter()
+    for index, stage in enumerate(experiment.stages, start=1):
+        kind, raw = next(iter(stage.items()))
+        raw = raw or {}
+        config = smoke_config(kind, raw) if smoke else raw
+        key = _key({"kind": kind, "config": _keyed(config, finals), "input": key, "data": study.data, "smoke": smoke})
+        stage_dir = out_dir / "stages" / f"{kind}-{key}"
+        done = stage_dir / "done.json"
+        label = f"{experiment.name} [{index}/{len(experiment.stages)}] {kind}"
+        if done.exists():
+            record = json.loads(done.read_text())
+            log(f"{label}: done before ({stage_dir.name}), skipped")
+        else:
+            log(f"{label}: running in {stage_dir}")
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            output, metrics = _run_stage(kind, _resolve(config, finals), last_pt, stage_dir, dataset, study.data,
+                                         progress)
+            record = {"kind": kind, "key": key, "output": str(output), "finished": now_iso(),
+                      "wall_s": time.perf_counter() - t0, "metrics": metrics}
+            atomic_write(done, json.dumps(record, indent=2, default=str).encode())
+        model = Path(record["output"])
+        if model.suffix == ".pt":
+            last_pt = model
+        stage_records.append(record)
+    finals[experiment.name] = (key, last_pt if last_pt is not None else model)
+    row = result_row(study, experiment, model, stage_records)
+    row["study_wall_s"] = time.perf_counter() - started
+    return row
+
+
+def result_row(study: Study, experiment: Experiment, model: Path | None, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """What compare and report show for one experiment: measured on its final model, beside what was reported."""
+    from slimbench.score import compute_score, inputs_from_artifact, load_rule
+
+    rule = load_rule(study.score_rule)
+    row: dict[str, Any] = {"experiment": experiment.name, "model_path": str(model), "stages": [s["kind"] for s in stages],
+                           "stage_dirs": [str(Path(s["output"]).parent) for s in stages]}
+    inputs, test_acc = inputs_from_artifact(model, rule)
+    score = compute_score(inputs, rule)
+    metrics: dict[str, Any] = {}
+    for record in stages:
+        metrics.update({k: v for k, v in (record.get("metrics") or {}).items() if isinstance(v, int | float | str)})
+    row.update(
+        val_acc=metrics.get("val_acc"), test_acc=test_acc if test_acc is not None else metrics.get("test_acc"),
+        params=int(inputs.w), macs=int(inputs.f), qw=inputs.qw, qa=inputs.qa, op_bits=inputs.max_bits,
+        ps=inputs.ps, pu=inputs.pu, score=score.total, score_rule=rule.name,
+        size_bytes=int(inputs.w * inputs.qw / 8),
+        train_s=sum(float((s.get("metrics") or {}).get("train_seconds", 0) or 0) for s in stages),
+        spec=_spec_of(model),
+    )
+    row["eligible"] = row["test_acc"] is not None and row["test_acc"] >= rule.min_accuracy
+    if experiment.reported is not None:
+        row["reported"] = experiment.reported.model_dump(exclude_none=True)
+    if experiment.choices:
+        row["choices"] = experiment.choices
+    return row
+
+
+def _spec_of(model: Path | None) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    if model.suffix == ".onnx":
+        from slimbench.compress.quantize import read_sidecar
+
+        return read_sidecar(model).get("spec")
+    from slimbench.artifact import load_artifact
+
+    return load_artifact(model).spec
+
+
+def _order(study: Study) -> list[list[Experiment]]:
+    """Experiments in waves: each wave needs only experiments of earlier waves."""
+    depth: dict[str, int] = {}
+    for experiment in study.experiments:
+        depth[experiment.name] = 1 + max((depth[r] for r in references(experiment)), default=-1)
+    waves: list[list[Experiment]] = [[] for _ in range(max(depth.values()) + 1)]
+    for experiment in study.experiments:
+        waves[depth[experiment.name]].append(experiment)
+    return waves
+
+
+def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: bool = False,
+              dataset: ImageDataset | None = None, address: str | None = None, progress: bool = True,
+              only: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every experiment of ``study`` into ``out_dir`` (resumable); writes ``results.json`` and returns its rows."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "study.json", json.dumps(study.model_dump(mode="json", by_alias=True), indent=2).encode())
+    chosen = set(only or [e.name for e in study.experiments])
+    unknown = chosen - {e.name for e in study.experiments}
+    if unknown:
+        raise ConfigError(f"no experiment named {', '.join(sorted(unknown))} in study {study.name}")
+    for experiment in study.experiments:  # dependencies of chosen experiments run too
+        if experiment.name in chosen:
+            chosen |= references(experiment)
+    if backend == "ray":
+        rows = _run_ray(study, out_dir, smoke, address, chosen, log)
+    elif backend == "local":
+        data = dataset if dataset is not None else _load_data(study)
+        data = smoke_dataset(data) if smoke else data
+        finals: dict[str, tuple[str, Path]] = {}
+        rows = [run_experiment(study, e, out_dir, data, finals, smoke, progress, log)
+                for e in study.experiments if e.name in chosen]
+    else:
+        raise ConfigError(f"unknown backend {backend!r}: local or ray")
+    payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": rows}
+    atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
+    return rows
+
+
+def _load_data(study: Study) -> ImageDataset:
+    data = study.data
+    return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+
+
+def _ray_experiment(study_json: dict[str, Any], name: str, out_dir: str, smoke: bool,
+                    finals: dict[str, tuple[str, str]]) -> tuple[dict[str, Any], tuple[str, str]]:
+    study = Study.model_validate(study_json)
+    experiment = next(e for e in study.experiments if e.name == name)
+    data = _load_data(study)
+    data = smoke_dataset(data) if smoke else data
+    known = {k: (v[0], Path(v[1])) for k, v in finals.items()}
+    row = run_experiment(study, experiment, Path(out_dir), data, known, smoke, progress=False, log=lambda _: None)
+    key, path = known[name]
+    return row, (key, str(path))
+
+
+def _run_ray(study: Study, out_dir: Path, smoke: bool, address: str | None, chosen: set[str],
+             log: Callable[[str], None]) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise SlimbenchError("the ray backend needs Ray: pip install 'slimbench[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        remote = ray.remote(_ray_experiment)
+        finals: dict[str, tuple[str, str]] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        study_json = study.model_dump(mode="json", by_alias=True)
+        for wave in _order(study):
+            wave = [e for e in wave if e.name in chosen]
+            futures = {e.name: remote.options(num_cpus=e.cpus, num_gpus=e.gpus).remote(
+                study_json, e.name, str(out_dir.resolve()), smoke, dict(finals)) for e in wave}
+            for name, future in futures.items():
+                rows[name], finals[name] = ray.get(future)
+                log(f"{name}: done on Ray")
+        return [rows[e.name] for e in study.experiments if e.name in rows]
+    finally:
+        if started_here:
+            ray.shutdown()

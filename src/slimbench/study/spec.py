@@ -1,0 +1,114 @@
+"""Study files: experiments made of stages, as data.
+
+```yaml
+name: quickstart
+data: {name: cifar10}            # the dataset every stage uses (train stages inherit it)
+experiments:
+  - name: resnet20
+    reported: {val_acc: 0.9127, params: 272474, source: "brief, ResNet 20"}   # a figure to compare with
+    stages:
+      - train: {model: {model: resnet20}, epochs: 60}
+      - prune: {kind: structured, ratio: 0.3, finetune: {epochs: 15}}
+      - quantize: {mode: int8}
+  - name: student
+    from: resnet20                # starts from that experiment's final model
+    stages:
+      - train: {model: {model: resnet20, width: 0.5}, distill: {teacher: "@resnet20"}}
+```
+
+A stage is a mapping with one key: ``train``, ``prune``, ``quantize`` or ``export``; its value is the same
+config the command of that name takes. ``"@name"`` anywhere in a value means the final model of experiment
+``name``. A ``train`` stage after another stage fine-tunes that stage's model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from slimbench.config import StrictModel, read_yaml, validate
+from slimbench.errors import ConfigError
+
+STAGE_KINDS = ("train", "prune", "quantize", "export")
+
+
+class Reported(StrictModel):
+    """A figure published elsewhere (the brief, a paper), shown beside what slimbench measures."""
+
+    source: str
+    val_acc: float | None = None
+    test_acc: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    score: float | None = None
+    note: str | None = None
+
+
+class Experiment(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    start: str | None = Field(None, alias="from")  # another experiment whose final model this one starts from
+    stages: list[dict[str, Any]] = Field(min_length=1)
+    reported: Reported | None = None
+    choices: str | None = None  # where the source is ambiguous: what this file chose, and why
+    cpus: float = Field(1, gt=0)  # resources one experiment asks of a Ray cluster
+    gpus: float = Field(0, ge=0)
+
+    @field_validator("stages")
+    @classmethod
+    def _one_kind_per_stage(cls, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, stage in enumerate(stages):
+            if len(stage) != 1 or next(iter(stage)) not in STAGE_KINDS:
+                raise ValueError(f"stage {i + 1} must be one of {', '.join(STAGE_KINDS)} with its config, "
+                                 f"got keys {list(stage)}")
+            if not isinstance(next(iter(stage.values())) or {}, dict):
+                raise ValueError(f"stage {i + 1}: its config must be a mapping")
+        return stages
+
+
+class Study(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    data: dict[str, Any] = {"name": "cifar10"}
+    score_rule: str = "brief"
+    experiments: list[Experiment] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Study:
+        names = [e.name for e in self.experiments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment names must be unique: {names}")
+        for experiment in self.experiments:
+            for ref in references(experiment):
+                if ref not in names:
+                    raise ValueError(f"experiment {experiment.name!r} refers to unknown experiment {ref!r}")
+                if names.index(ref) >= names.index(experiment.name):
+                    raise ValueError(f"experiment {experiment.name!r} refers to {ref!r}, which must come before it")
+        return self
+
+
+def references(experiment: Experiment) -> set[str]:
+    """Experiments whose final model this one needs (``from`` and every ``@name``)."""
+    found = {experiment.start} if experiment.start else set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith("@"):
+            found.add(value[1:])
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(experiment.stages)
+    return found
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    return validate(Study, read_yaml(path), str(path))

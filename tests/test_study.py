@@ -1,0 +1,165 @@
+"""Studies: run, resume without redoing finished stages, smoke mode, Ray, compare and the HTML report."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from slimbench.cli import app
+from slimbench.errors import ConfigError
+from slimbench.study import Study, load_rows, load_study, pareto_front, run_study, to_csv, to_markdown, write_report
+from slimbench.study import runner as study_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TWO = {
+    "name": "two",
+    "data": {"name": "synthetic"},
+    "experiments": [
+        {"name": "base", "reported": {"source": "a made-up paper", "test_acc": 0.5, "params": 70000},
+         "stages": [{"train": {"model": {"model": "resnet20", "width": 0.25}, "epochs": 2, "batch_size": 64,
+                               "data": {"val_size": 64}}},
+                    {"prune": {"kind": "structured", "ratio": 0.3}}]},
+        {"name": "student", "from": "base",
+         "stages": [{"train": {"model": {"model": "resnet20", "width": 0.25}, "epochs": 1, "batch_size": 64,
+                               "data": {"val_size": 64}, "optimizer": {"lr": 0.01},
+                               "distill": {"teacher": "@base"}}},
+                    {"export": {"parity_images": 64, "latency": False}}]},
+    ],
+}
+
+
+def _run(tmp_path, synthetic, **kwargs):
+    return run_study(Study.model_validate(TWO), tmp_path / "study", dataset=synthetic, progress=False,
+                     log=lambda _: None, **kwargs)
+
+
+def test_two_experiments_run_then_resume_without_redoing(tmp_path, synthetic, monkeypatch):
+    calls = []
+    real = study_runner._run_stage
+
+    def counting(kind, *args, **kwargs):
+        calls.append(kind)
+        if kind == "export" and len(calls) == 4 and not getattr(counting, "failed", False):
+            counting.failed = True
+            raise KeyboardInterrupt  # the study is interrupted in its last stage
+        return real(kind, *args, **kwargs)
+
+    monkeypatch.setattr(study_runner, "_run_stage", counting)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, synthetic)
+    assert calls == ["train", "prune", "train", "export"]
+    done = sorted(p.parent.name.split("-")[0] for p in (tmp_path / "study" / "stages").glob("*/done.json"))
+    assert done == ["prune", "train", "train"]
+    rows = _run(tmp_path, synthetic)
+    assert calls == ["train", "prune", "train", "export", "export"]  # only the unfinished stage ran again
+    assert [r["experiment"] for r in rows] == ["base", "student"]
+    base, student = rows
+    assert base["stages"] == ["train", "prune"] and base["ps"] > 0.2
+    assert student["model_path"].endswith(".onnx") and student["params"] == base["params"]
+    assert all(r["score"] > 0 and 0 <= r["test_acc"] <= 1 for r in rows)
+    _run(tmp_path, synthetic)
+    assert len(calls) == 5  # a finished study runs nothing
+
+
+def test_changed_stage_reruns_it_and_what_follows(tmp_path, synthetic):
+    _run(tmp_path, synthetic, only=["base"])
+    changed = json.loads(json.dumps(TWO))
+    changed["experiments"][0]["stages"][1]["prune"]["ratio"] = 0.5
+    stages = tmp_path / "study" / "stages"
+    before = {p.name for p in stages.iterdir()}
+    run_study(Study.model_validate(changed), tmp_path / "study", dataset=synthetic, progress=False,
+              log=lambda _: None, only=["base"])
+    added = {p.name for p in stages.iterdir()} - before
+    assert [name.split("-")[0] for name in added] == ["prune"]  # the train stage is shared
+
+
+def test_compare_and_report(tmp_path, synthetic):
+    _run(tmp_path, synthetic)
+    study_dir = tmp_path / "study"
+    rows = load_rows([study_dir])
+    assert {r["experiment"] for r in rows} == {"base", "student"}
+    assert "| base |" in to_markdown(rows) and to_csv(rows).count("\n") == 3
+    result = CliRunner().invoke(app, ["compare", str(study_dir), "--format", "markdown", "--plots",
+                                      str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    assert "base" in result.output and "student" in result.output
+    assert (tmp_path / "plots" / "accuracy_vs_params.png").stat().st_size > 10_000
+    assert (tmp_path / "plots" / "accuracy_vs_macs.svg").is_file()
+    page = write_report(study_dir)
+
+    class Collect(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.images, self.tables, self.cells = [], 0, []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.images.append(dict(attrs))
+            self.tables += tag == "table"
+
+        def handle_data(self, data):
+            self.cells.append(data)
+
+    parser = Collect()
+    parser.feed(page.read_text())
+    assert len(parser.images) >= 4 and all(i["src"].startswith("data:image/png;base64,") for i in parser.images)
+    assert parser.tables >= 2 and "a made-up paper" in parser.cells
+    assert "MODEL_CARD" in page.read_text() or "Model card" in page.read_text()
+    assert "http" not in "".join(i["src"][:30] for i in parser.images)
+
+
+def test_smoke_shrinks_every_stage(tmp_path, synthetic):
+    rows = run_study(Study.model_validate(TWO), tmp_path / "smoke", smoke=True, dataset=synthetic, progress=False,
+                     log=lambda _: None, only=["base"])
+    log = next((tmp_path / "smoke" / "stages").glob("train-*/log.jsonl")).read_text().splitlines()
+    assert len(log) == 1 and rows[0]["experiment"] == "base"
+
+
+def test_study_file_errors(tmp_path):
+    bad = json.loads(json.dumps(TWO))
+    bad["experiments"][1]["stages"][0]["train"]["distill"]["teacher"] = "@nobody"
+    with pytest.raises(ValueError, match="unknown experiment"):
+        Study.model_validate(bad)
+    bad = json.loads(json.dumps(TWO))
+    bad["experiments"][0]["stages"].append({"fly": {}})
+    with pytest.raises(ValueError, match="must be one of"):
+        Study.model_validate(bad)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**TWO, "experiment": []}))
+    with pytest.raises(ConfigError):
+        load_study(path)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "brief", "fixed"])
+def test_shipped_study_files_are_valid(name):
+    study = load_study(ROOT / "studies" / f"{name}.yaml")
+    assert study.experiments
+
+
+def test_brief_study_names_every_figure_of_the_brief():
+    study = load_study(ROOT / "studies" / "brief.yaml")
+    reported = [e for e in study.experiments if e.reported]
+    assert len(reported) >= 11
+    assert any(e.reported.params == 198309 for e in reported)
+
+
+def test_pareto_front():
+    points = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (4.0, 0.9), (0.5, 0.4)]
+    assert pareto_front(points) == [4, 0, 1, 3]
+
+
+def test_ray_backend(tmp_path, synthetic):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        rows = run_study(Study.model_validate(TWO), tmp_path / "ray", backend="ray", smoke=True, progress=False,
+                         log=lambda _: None)
+    finally:
+        ray.shutdown()
+    assert [r["experiment"] for r in rows] == ["base", "student"]
