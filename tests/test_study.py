@@ -163,3 +163,17 @@ def test_ray_backend(tmp_path, synthetic):
     finally:
         ray.shutdown()
     assert [r["experiment"] for r in rows] == ["base", "student"]
+
+
+@pytest.mark.realdata
+def test_brief_study_smoke_on_real_cifar10(tmp_path, real_data_dir, monkeypatch):
+    """Every experiment of the brief, each stage for one epoch on a slice of the real data (about 3 minutes)."""
+    monkeypatch.setenv("SLIMBENCH_DATA", str(real_data_dir))
+    rows = run_study(load_study(ROOT / "studies" / "brief.yaml"), tmp_path / "brief", smoke=True, progress=False,
+                     log=lambda _: None)
+    by_name = {r["experiment"]: r for r in rows}
+    assert len(rows) == 11
+    assert by_name["densenet121-brief"]["params"] == 7978856 and by_name["resnet34-brief"]["params"] == 21289802
+    assert by_name["resnet20"]["params"] == 272474
+    assert by_name["resnet20-fp16"]["qw"] == 16
+    assert by_name["resnet34-magnitude-20-bs64"]["params"] < 0.85 * 21289802  # non-zero weights after pruning

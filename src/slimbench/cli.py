@@ -555,12 +555,13 @@ def study_run(
 def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
     from slimbench.study.compare import COLUMNS, cell
 
-    table = Table(title=title, box=box.SIMPLE_HEAD)
-    for _, header, _ in COLUMNS:
-        table.add_column(header, justify="left" if header == "model" else "right")
+    columns = [c for c in COLUMNS if c[0] == "eligible" or any(row.get(c[0]) is not None for row in rows)]
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption="dim rows: below the accuracy threshold")
+    for _, header, _ in columns:
+        table.add_column(header, justify="left" if header == "model" else "right", no_wrap=header == "model")
     for row in rows:
         style = None if row.get("eligible") else "dim"
-        table.add_row(*[cell(row, key, fmt) for key, _, fmt in COLUMNS], style=style)
+        table.add_row(*[cell(row, key, fmt) for key, _, fmt in columns], style=style)
     console.print(table)
 
 
@@ -622,12 +623,11 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:  # usage errors (click's, or the copy newer typer vendors) arrive here
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
 
 

@@ -87,19 +87,23 @@ def evaluate(
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss = 0.0
+    outside = 0  # predictions of an output the dataset has no class for (a 1000-way head on CIFAR-10): wrong
     for start in range(0, len(images), batch_size):
         x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last).to(dtype)
         y = labels[start:start + batch_size].to(device)
         with autocast(device, precision):
             logits = model(x)
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        pred = logits.argmax(1)
-        confusion += torch.bincount(y.cpu() * num_classes + pred.cpu(), minlength=num_classes**2).view(
+        pred = logits.argmax(1).cpu()
+        inside = pred < num_classes
+        outside += int((~inside).sum())
+        confusion += torch.bincount(y.cpu()[inside] * num_classes + pred[inside], minlength=num_classes**2).view(
             num_classes, num_classes
         )
-    count = int(confusion.sum())
+    count = int(confusion.sum()) + outside
     correct = int(confusion.diag().sum())
-    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
+    per_class = (confusion.diag().float() / torch.bincount(labels.cpu(), minlength=num_classes)[:num_classes]
+                 .clamp(min=1)).tolist()
     return Evaluation(
         loss=total_loss / max(1, count), accuracy=correct / max(1, count), per_class=per_class,
         confusion=confusion.tolist(), count=count,

@@ -69,8 +69,8 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) ->
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        model(torch.zeros(1, *input_shape, device=device))
+        first = next(model.parameters())
+        model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))  # fp16/bf16 models too
     finally:
         model.train(was_training)
         for handle in handles:

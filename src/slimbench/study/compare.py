@@ -132,9 +132,9 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         if key != "score" and refs:
             ax.scatter([r[key] for r in refs], [100 * r["test_acc"] for r in refs], marker="^", s=40,
                        color="tab:gray", zorder=2, label="literature (see sources)")
-            for r in refs:
-                ax.annotate(r["name"], (r[key], 100 * r["test_acc"]), textcoords="offset points", xytext=(4, -8),
-                            fontsize=6, color="dimgray")
+            for i, r in enumerate(sorted(refs, key=lambda r: r[key])):  # short names, staggered so they stay legible
+                ax.annotate(r["name"].split(" (")[0], (r[key], 100 * r["test_acc"]), textcoords="offset points",
+                            xytext=(0, 8 if i % 2 else -14), ha="center", fontsize=6, color="dimgray", rotation=25)
         ax.axhline(90, color="tab:red", linewidth=0.8, linestyle=":", label="90% threshold")
         ax.set_xscale("log")
         ax.set_xlabel(label)

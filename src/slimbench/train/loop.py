@@ -141,11 +141,13 @@ class _Trainer:
         self.steps_per_epoch = len(train_idx) // config.batch_size  # drop the ragged tail: fixed shapes
 
         spec = dict(config.model)
-        if spec.get("num_classes", self.dataset.num_classes) != self.dataset.num_classes:
+        # More outputs than classes is wasteful but trains (the brief's DenseNet-121 kept ImageNet's 1000 outputs);
+        # fewer cannot.
+        if spec.get("num_classes", self.dataset.num_classes) < self.dataset.num_classes:
             raise ConfigError(
                 f"model.num_classes is {spec['num_classes']} but {self.dataset.name} has {self.dataset.num_classes} classes"
             )
-        spec["num_classes"] = self.dataset.num_classes
+        spec.setdefault("num_classes", self.dataset.num_classes)
         self.spec = spec
         self.parent: str | None = None
         self.lineage: list[dict[str, Any]] = []
