@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from slimbench.cli import app
 from slimbench.errors import ConfigError
-from slimbench.score import ScoreInputs, compute_score, load_rule
+from slimbench.score import ScoreInputs, compute_score, inputs_from_artifact, load_rule
 
 BRIEF = {"w": 198_309, "f": 29_055_103}
 
@@ -73,5 +73,46 @@ def test_score_reads_a_checkpoint(tmp_path):
     assert data["inputs"]["w"] == nonzero and data["inputs"]["f"] == 40_813_184
     assert data["score"] == pytest.approx(nonzero / 5.6e6 + 40_813_184 / 8.3e8)
     assert data["eligible"] is True
-    refused = CliRunner().invoke(app, ["score", str(path), "--rule", "micronet-ops"])
-    assert refused.exit_code != 0
+    micronet = CliRunner().invoke(app, ["score", str(path), "--rule", "micronet-ops", "--json"])
+    assert micronet.exit_code == 0, micronet.output
+    ops = json.loads(micronet.output)["inputs"]["f"]
+    assert ops > 2 * 40_813_184  # every MAC is a 32-bit multiply and a 32-bit addition, plus batch norm
+
+
+def test_micronet_ops_reproduce_the_course_normaliser():
+    """ResNet-18 (kuangliu CIFAR version) at 16 bits is the normaliser 8.3e8 of the course's formula."""
+    from slimbench.measure.counts import count_micronet_ops
+    from slimbench.models import build_model
+
+    model = build_model({"model": "resnet18"})
+    ops = count_micronet_ops(model, default_bits=(16, 16))
+    assert ops.multiplies == pytest.approx(555_422_720 / 2)
+    assert ops.additions == pytest.approx(555_422_720)
+    assert ops.total == pytest.approx(8.3e8, rel=0.01)
+    at_32 = count_micronet_ops(model)
+    assert at_32.multiplies == pytest.approx(555_422_720) and at_32.total > ops.total
+
+
+def test_micronet_rule_from_an_artifact_counts_bits_sparsity_and_masks(tmp_path):
+    import torch
+
+    from slimbench.artifact import Artifact, save_artifact
+    from slimbench.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"model": "resnet20", "width": 0.5})
+    dense = tmp_path / "dense.pt"
+    save_artifact(Artifact.from_model({"model": "resnet20", "width": 0.5}, model), dense)
+    with torch.no_grad():
+        model.layer3[0].conv1.weight[: model.layer3[0].conv1.weight.shape[0] // 2] = 0  # half the filters zero
+    sparse = tmp_path / "sparse.pt"
+    save_artifact(Artifact.from_model({"model": "resnet20", "width": 0.5}, model), sparse)
+    rule = load_rule("micronet-ops")
+    dense_in, _ = inputs_from_artifact(dense, rule)
+    sparse_in, _ = inputs_from_artifact(sparse, rule)
+    zeros = model.layer3[0].conv1.weight.numel() // 2
+    assert sparse_in.w == pytest.approx(dense_in.w - zeros + model.layer3[0].conv1.weight.numel() / 32)
+    assert sparse_in.f < dense_in.f
+    result = compute_score(dense_in, rule)
+    assert result.op_term == pytest.approx(dense_in.f / 8.3e8)  # no second bit factor
+    assert any("bit factor" in note for note in result.notes)

@@ -359,6 +359,7 @@ def measure_(
     table = Table(title=f"{report['source']}", show_header=False, box=box.SIMPLE)
     table.add_row("parameters", f"{report['params']:,} ({report['nonzero_params']:,} non-zero)")
     table.add_row("MACs / image", f"{report['macs']:,} (rule {report['rule']}, input {report['input_shape']})")
+    table.add_row("MicroNet ops / image", f"{report['micronet_ops']:,.0f} (32-bit equivalents, at the model's bits)")
     table.add_row("size", ", ".join(f"{k}: {v / 1e6:.2f} MB" for k, v in report["size_bytes"].items()))
     if report["nonzero_params"] < report["params"]:
         table.add_row("size, sparse", ", ".join(f"{k}: {v / 1e6:.2f} MB" for k, v in report["sparse_size_bytes"].items())
@@ -452,10 +453,11 @@ def score(
         ("Ps, Pu applied", f"{result.ps_applied:g}, {result.pu_applied:g} (given {inputs.ps:g}, {inputs.pu:g}; "
                            f"measured on the {inputs.measured_on} model)"),
         ("qw, qa", f"{inputs.qw:.4g}, {inputs.qa:.4g} bits"),
-        ("parameter term", f"(1-{result.ps_applied + result.pu_applied:g}) x {inputs.qw:g}/32 x {inputs.w:,.0f}/"
+        ("parameter term", f"(1-{result.ps_applied + result.pu_applied:g}) x {inputs.qw:.4g}/32 x {inputs.w:,.0f}/"
                            f"{result.rule.param_norm:.3g} = {result.param_term:.4f}"),
-        ("operation term", f"(1-{result.ps_applied:g}) x {inputs.max_bits:.4g}/32 x {inputs.f:,.0f}/"
-                           f"{result.rule.op_norm:.3g} = {result.op_term:.4f}"),
+        ("operation term", f"(1-{result.ps_applied:g}) x "
+                           + ("" if result.rule.op_counting == "micronet-ops" else f"{inputs.max_bits:.4g}/32 x ")
+                           + f"{inputs.f:,.0f}/{result.rule.op_norm:.3g} = {result.op_term:.4f}"),
         ("[bold]score", f"[bold]{result.total:.4f}"),
     ]
     if eligible is not None:

@@ -10,6 +10,7 @@ counted (they are a few percent of a CNN's arithmetic and fold or fuse at deploy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,3 +99,75 @@ def sparse_storage_bytes(params: int, nonzero: int, bits: float) -> int:
     It pays once more than 1/bits of the weights are zero (over 1/8 at 8 bits, over 1/32 at 32 bits).
     """
     return storage_bytes(params, 1) + storage_bytes(nonzero, bits)
+
+
+MICRONET_RULE = "micronet-ops"
+
+
+@dataclass
+class OperationCount:
+    """MicroNet-style operations, in 32-bit-operation equivalents (see :func:`count_micronet_ops`)."""
+
+    multiplies: float  # conv/linear multiplies, each weighted by max(weight bits, input bits) / 32
+    additions: float  # their accumulations, at 32 bits
+    batchnorm: float  # 3 operations per output element of an unfolded batch norm, at 32 bits
+    total: float
+    rule: str = MICRONET_RULE
+
+
+@torch.no_grad()
+def count_micronet_ops(model: nn.Module, layer_bits: dict[str, tuple[float, float]] | None = None,
+                       default_bits: tuple[float, float] = (32, 32),
+                       input_shape: tuple[int, ...] = (3, 32, 32)) -> OperationCount:
+    """Operations as the MicroNet challenge (NeurIPS 2019) counts them, per image.
+
+    Each multiply-accumulate of a convolution or linear layer is one multiply, costing max(weight bits,
+    input bits)/32 of a 32-bit operation, and one addition at 32 bits (accumulators stay wide); multiplies by
+    weights that unstructured pruning set to zero are skipped (both the multiply and its addition). Batch
+    norm costs 3 operations per output element. Residual additions, activations and pooling are left out
+    (under 1% of a CIFAR ResNet's count). ResNet-18 (CIFAR, 555.4M MACs) at 16 bits gives 8.3e8, the
+    normaliser of the course's score.
+    """
+    layer_bits = layer_bits or {}
+    multiplies = additions = batchnorm = 0.0
+    handles = []
+
+    def conv_or_linear(name: str):
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            nonlocal multiplies, additions
+            density = float(torch.count_nonzero(module.weight)) / max(1, module.weight.numel())
+            macs = _layer_macs(module, inputs, output) * density
+            w_bits, a_bits = layer_bits.get(name, default_bits)
+            multiplies += macs * max(w_bits, a_bits) / 32
+            additions += macs
+        return record
+
+    def norm(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal batchnorm
+        batchnorm += 3 * output.numel() / output.shape[0]
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            handles.append(module.register_forward_hook(conv_or_linear(name)))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            handles.append(module.register_forward_hook(norm))
+    was_training = model.training
+    model.eval()
+    try:
+        first = next(model.parameters())
+        model(torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return OperationCount(multiplies=multiplies, additions=additions, batchnorm=batchnorm,
+                          total=multiplies + additions + batchnorm)
+
+
+def layer_bits_of(quant: dict[str, Any]) -> tuple[dict[str, tuple[float, float]], tuple[float, float]]:
+    """Per-layer (weight, input) bits of a model's quantization recipe, and the default for other layers."""
+    if quant.get("mode") == "qat":
+        layers = {name: (float(b["weight_bits"]), float(b["activation_bits"]))
+                  for name, b in (quant.get("layers") or {}).items()}
+        return layers, (32.0, 32.0)
+    return {}, (float(quant.get("weight_bits", 32)), float(quant.get("activation_bits", 32)))

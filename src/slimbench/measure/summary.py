@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.artifact import load_model
-from slimbench.measure.counts import count_model, sparse_storage_bytes, storage_bytes
+from slimbench.measure.counts import (
+    count_micronet_ops,
+    count_model,
+    layer_bits_of,
+    sparse_storage_bytes,
+    storage_bytes,
+)
 from slimbench.measure.latency import measure_latency, measure_onnx_latency
 from slimbench.models import build_model, normalize_spec
 
@@ -72,6 +78,8 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         "layers": [{**asdict(layer), **_layer_bits(report.get("quant"), layer.name)} for layer in counts.layers],
     })
     quant = report.get("quant") or {}
+    # MicroNet-style operations (multiplies at their bits, 32-bit additions, batch norm), 32-bit equivalents
+    report["micronet_ops"] = count_micronet_ops(model, *layer_bits_of(quant), input_shape=tuple(counts.input_shape)).total
     if "weight_bits" in quant:  # packed at the model's own (effective) weight width
         report["size_bytes"]["as quantized"] = storage_bytes(counts.params, float(quant["weight_bits"]))
     if latency:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -112,12 +112,35 @@ def compute_score(inputs: ScoreInputs, rule: ScoreRule | str = "brief") -> Score
         ps, pu = inputs.ps, inputs.pu
         notes.append("w and f are those of the unpruned architecture: the formula applies Ps and Pu")
     param_term = (1 - (ps + pu)) * (inputs.qw / 32) * inputs.w / rule.param_norm
+    if rule.op_counting == "micronet-ops":  # each operation already carries its bit width in f
+        notes.append("f counts MicroNet operations (multiplies at their bits, additions at 32 bits, batch norm "
+                     "3 per element), so the bit factor of the operation term is 1")
+        op_term = (1 - ps) * inputs.f / rule.op_norm
+        return ScoreBreakdown(rule=rule, inputs=inputs, ps_applied=ps, pu_applied=pu, param_term=param_term,
+                              op_term=op_term, notes=notes)
     if inputs.op_bits is not None:
         notes.append(f"mixed precision: max(qw, qa) is {inputs.op_bits:.3g} bits, the MAC-weighted mean of each "
                      "layer's own max(qw, qa); qw is weighted by parameters")
     op_term = (1 - ps) * (inputs.max_bits / 32) * inputs.f / rule.op_norm
     return ScoreBreakdown(rule=rule, inputs=inputs, ps_applied=ps, pu_applied=pu, param_term=param_term,
                           op_term=op_term, notes=notes)
+
+
+def micronet_inputs(model: Any, quant: dict[str, Any]) -> tuple[float, float]:
+    """w and f for the MicroNet rule: w adds a 1-bit mask per element of every sparse tensor (in units of
+    the model's weight width, so that the formula's qw/32 makes it 1 bit); f is the operation count."""
+    from slimbench.measure.counts import count_micronet_ops, layer_bits_of
+
+    layers, default = layer_bits_of(quant)
+    ops = count_micronet_ops(model, layers, default)
+    qw = float(quant.get("weight_bits", 32))
+    nonzero = mask_bits = 0.0
+    for _, tensor in model.named_parameters():
+        kept = int(tensor.count_nonzero())
+        nonzero += kept
+        if kept < tensor.numel():
+            mask_bits += tensor.numel()
+    return nonzero + mask_bits / qw, ops.total
 
 
 def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs, float | None]:
@@ -129,9 +152,7 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
     from slimbench.artifact import load_model
     from slimbench.measure import count_model
 
-    if rule.op_counting != "macs":
-        raise ConfigError(f"rule {rule.name!r} counts f as {rule.op_counting}, which `measure` does not count yet; "
-                          "use a MAC-based rule (brief, course-macs)")
+    model = None
     if str(path).endswith(".onnx"):  # exported or int8: the sidecar holds the counts, bits and lineage
         from slimbench.compress.quantize import read_sidecar
 
@@ -140,11 +161,19 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
         if "nonzero_params" not in metrics or "macs" not in metrics:
             raise ConfigError(f"{path}: its sidecar records no parameter or MAC counts; re-export it")
         w, f = float(metrics["nonzero_params"]), float(metrics["macs"])
+        if rule.op_counting == "micronet-ops":  # operations are counted on the network itself
+            source = Path(sidecar.get("source_checkpoint") or "")
+            if not source.is_file():
+                raise ConfigError(f"{path}: rule {rule.name} counts operations on the model it was exported from, "
+                                  f"and {source} is gone")
+            model = load_model(source)[0]
     else:
         model, artifact = load_model(path)
         counts = count_model(model)
         metrics, lineage, quant = artifact.metrics, artifact.lineage, artifact.quant or {}
         w, f = float(counts.nonzero_params), float(counts.macs)
+    if rule.op_counting == "micronet-ops" and model is not None:
+        w, f = micronet_inputs(model.float(), quant)
     prune_steps = [step for step in lineage if step.get("stage") == "prune"]
     ps = sum(float(step.get("metrics", {}).get("structured_ratio", 0)) for step in prune_steps)
     pu = sum(float(step.get("metrics", {}).get("unstructured_ratio", 0)) for step in prune_steps)
