@@ -41,6 +41,7 @@ from slimbench.models import build_model, count_parameters
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.train.config import TrainConfig
 from slimbench.train.distill import distillation_loss
+from slimbench.train.distributed import check_batch, init_distributed
 from slimbench.train.ema import WeightEMA
 from slimbench.train.schedule import build_optimizer, lr_factor, set_lr
 
@@ -72,14 +73,18 @@ def train(
 
     ``run_dir`` defaults to a fresh ``runs/<name>/``; an existing run is never overwritten.
     """
-    if run_dir is not None:
-        path = Path(run_dir)
-        if (path / "last.pt").exists():
-            raise ConfigError(f"{path} already holds a run: resume it, or choose another name")
-        path.mkdir(parents=True, exist_ok=True)
-    else:
-        path = make_run_dir(config.name, config.model["model"], runs_root)
-    atomic_write(path / "config.yaml", dump_yaml(config).encode())
+    dist, _ = init_distributed(resolve_device(config.device))
+    path = None
+    if dist.main:  # under torchrun, rank 0 chooses the run directory and tells the others
+        if run_dir is not None:
+            path = Path(run_dir)
+            if (path / "last.pt").exists():
+                raise ConfigError(f"{path} already holds a run: resume it, or choose another name")
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path = make_run_dir(config.name, config.model["model"], runs_root)
+        atomic_write(path / "config.yaml", dump_yaml(config).encode())
+    path = Path(dist.broadcast(str(path)))
     return _Trainer(config, path, dataset, store).run(resume=False, progress=progress, on_epoch=on_epoch)
 
 
@@ -118,7 +123,8 @@ class _Trainer:
         self.run_dir = run_dir
         # the results store: beside the run directory unless a pipeline (prune, study) keeps one of its own
         self.store_path = Path(store) if store else run_dir.parent / DB_NAME
-        self.device = resolve_device(config.device)
+        self.dist, self.device = init_distributed(resolve_device(config.device))
+        self.local_batch = check_batch(config.batch_size, self.dist)
         self.precision = resolve_precision(config.precision, self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -186,7 +192,11 @@ class _Trainer:
         # uint8 images live on the training device for the whole run: a batch is one gather away.
         self.train_x = self.dataset.train_x[train_idx].to(self.device).contiguous(memory_format=memory)
         self.train_y = self.dataset.train_y[train_idx].to(self.device)
-        self.step_model: nn.Module = torch.compile(self.model) if config.compile else self.model
+        self.step_model: nn.Module = self.model
+        if self.dist.active:  # gradients averaged across processes; batch-norm buffers follow rank 0
+            self.step_model = nn.parallel.DistributedDataParallel(self.model)
+        if config.compile:
+            self.step_model = torch.compile(self.step_model)
         self.optimizer = build_optimizer(self.model, config.optimizer)
         self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
@@ -300,7 +310,12 @@ class _Trainer:
         cfg = self.cfg
         model, optimizer = self.step_model, self.optimizer
         self.model.train()
-        order = torch.randperm(len(self.train_x), generator=self.gen, device=self.device)
+        order = torch.randperm(len(self.train_x), generator=self.gen, device=self.device)  # the same on every rank
+        augment_gen = self.gen
+        if self.dist.active:  # each process its own augmentation draws, reproducible per epoch
+            augment_gen = torch.Generator(device=self.device).manual_seed(
+                self.cfg.seed * 1_000_003 + epoch * 1009 + self.dist.rank)
+        first = self.dist.rank * self.local_batch
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -309,8 +324,8 @@ class _Trainer:
         for i in range(self.steps_per_epoch):
             step = epoch * self.steps_per_epoch + i
             set_lr(optimizer, base_lr * lr_factor(cfg.schedule, step, self.steps_per_epoch, cfg.epochs))
-            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x, target = self.augment(self.train_x[idx], self.train_y[idx], self.gen)
+            idx = order[i * cfg.batch_size + first:i * cfg.batch_size + first + self.local_batch]
+            x, target = self.augment(self.train_x[idx], self.train_y[idx], augment_gen)
             with autocast(self.device, self.precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
@@ -354,7 +369,7 @@ class _Trainer:
         return {
             "train_loss": float(loss_sum) / self.steps_per_epoch,
             "train_acc": float(correct) / seen,
-            "images_per_s": seen / seconds,
+            "images_per_s": seen * self.dist.world / seconds,
             "epoch_s": seconds,
             "lr": optimizer.param_groups[0]["lr"],
         }
@@ -386,7 +401,8 @@ class _Trainer:
         has_val = len(self.val_x) > 0 and not self.cfg.data.train_on_val
         log_path = self.run_dir / "log.jsonl"
         try:
-            with TrainProgress(self.cfg.epochs, self.steps_per_epoch, self.cfg.batch_size, enabled=progress) as bar:
+            with TrainProgress(self.cfg.epochs, self.steps_per_epoch, self.cfg.batch_size,
+                               enabled=progress and self.dist.main) as bar:
                 for epoch in range(self.start_epoch, self.cfg.epochs):
                     bar.start_epoch(epoch)
                     record: dict[str, Any] = {"epoch": epoch + 1}
@@ -405,13 +421,15 @@ class _Trainer:
                     improved = has_val and final and record["val_acc"] > self.best_val
                     if improved:
                         self.best_val, self.best_epoch, self.stale_epochs = record["val_acc"], epoch + 1, 0
-                        save_artifact(self._artifact(self._weights_for_eval(), record), self.run_dir / "best.pt")
+                        if self.dist.main:
+                            save_artifact(self._artifact(self._weights_for_eval(), record), self.run_dir / "best.pt")
                     else:
                         self.stale_epochs += 1
-                    self._save_last(epoch)  # before the log line: a logged epoch is always resumable
+                    if self.dist.main:
+                        self._save_last(epoch)  # before the log line: a logged epoch is always resumable
+                        with open(log_path, "a") as log:
+                            log.write(json.dumps(record) + "\n")
                     self.saved_epoch = epoch + 1
-                    with open(log_path, "a") as log:
-                        log.write(json.dumps(record) + "\n")
                     bar.end_epoch(record)
                     if on_epoch:
                         on_epoch(record)
@@ -434,6 +452,8 @@ class _Trainer:
         return self._finish(started_iso, has_val, plot_history)
 
     def _finish(self, started_iso: str, has_val: bool, plot_history: Callable[..., None]) -> TrainResult:
+        if self.dist.active:  # rank 0 has written best.pt before the others read it
+            torch.distributed.barrier()
         use_best = self.cfg.select == "best_val" and has_val and (self.run_dir / "best.pt").exists()
         if use_best:
             chosen = load_artifact(self.run_dir / "best.pt")
@@ -461,19 +481,24 @@ class _Trainer:
             "precision": self.precision,
             "device": str(self.device),
             "threads": torch.get_num_threads(),
+            "processes": self.dist.world,
         }
         reached = [h for h in self.history if h.get("test_acc", 0) >= 0.9]
         if reached:
             metrics["test_90_epoch"] = reached[0]["epoch"]
             metrics["test_90_elapsed_s"] = reached[0]["elapsed_s"]
         model_path = self.run_dir / "model.pt"
-        save_artifact(self._artifact(None, metrics), model_path)
-        atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-        plot_history(self.history, self.run_dir / "curves.png", title=f"{self.spec['model']} on {self.dataset.name}")
-        self._record("done", started_iso, metrics)
+        if self.dist.main:
+            save_artifact(self._artifact(None, metrics), model_path)
+            atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+            plot_history(self.history, self.run_dir / "curves.png",
+                         title=f"{self.spec['model']} on {self.dataset.name}")
+            self._record("done", started_iso, metrics)
         return TrainResult(run_dir=self.run_dir, model_path=model_path, metrics=metrics, history=self.history)
 
     def _record(self, status: str, started: str, metrics: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
         cfg = self.cfg.model_dump(mode="json")
         ResultsStore(self.store_path).record(
             name=self.run_dir.name, command="train", status=status, started=started, finished=now_iso(),
