@@ -515,7 +515,9 @@ def demo(
     console.print(
         f"[bold]demo[/]: pruned 30% of the parameters ({inputs.w:,.0f} left) and fine-tuned 1 epoch; int8 ONNX "
         f"{exported.path} ({exported.path.stat().st_size:,} bytes), test accuracy {_pct(accuracy)}, "
-        f"score {score.total:.4f} (8-bit weights and activations); model card {exported.card}"
+        f"score {score.total:.4f} (8-bit weights and activations"
+        + ("" if accuracy is not None and accuracy >= score.rule.min_accuracy else
+           f"; not eligible: below {_pct(score.rule.min_accuracy)} accuracy") + f"); model card {exported.card}"
     )
     runs(root=result.run_dir.parent, limit=5, json_=False)
 

@@ -123,21 +123,30 @@ def check_parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor, 
         x = normalize(images[start:start + batch_size], channels_last=False)
         torch_logits.append(model(x).float())
         onnx_logits.append(torch.from_numpy(session.run(None, {declared.name: x.numpy().astype(dtype)})[0]).float())
-    reference, exported = torch.cat(torch_logits), torch.cat(onnx_logits)
+    return compare_logits(torch.cat(torch_logits), torch.cat(onnx_logits), labels, onnx_path, max_abs_diff,
+                          min_agreement)
+
+
+def compare_logits(reference: torch.Tensor, exported: torch.Tensor, labels: torch.Tensor | None, path: str | Path,
+                   max_abs_diff: float | None, min_agreement: float) -> Parity:
+    """Top-1 agreement and largest logit difference of an exported model against PyTorch; raises beyond tolerance.
+
+    ``max_abs_diff`` is relative to the largest logit when that exceeds 1 (float rounding grows with the
+    logits of untrained deep nets); ``None`` checks top-1 only, for quantized models whose logits differ by design.
+    """
     result = Parity(
-        images=len(images),
+        images=len(reference),
         top1_agreement=float((reference.argmax(1) == exported.argmax(1)).float().mean()),
         max_abs_diff=float((reference - exported).abs().max()),
     )
     if labels is not None:
         result.torch_accuracy = float((reference.argmax(1) == labels).float().mean())
         result.onnx_accuracy = float((exported.argmax(1) == labels).float().mean())
-    # the tolerance scales with the logits: float32 rounding grows with their magnitude (untrained deep nets)
     allowed = None if max_abs_diff is None else max_abs_diff * max(1.0, float(reference.abs().max()))
     if result.top1_agreement < min_agreement or (allowed is not None and result.max_abs_diff > allowed):
         raise ExportError(
-            f"{onnx_path} does not behave like the PyTorch model: top-1 agreement {result.top1_agreement:.2%} "
+            f"{path} does not behave like the PyTorch model: top-1 agreement {result.top1_agreement:.2%} "
             f"(need {min_agreement:.1%}), max logit difference {result.max_abs_diff:.3g}"
-            + (f" (tolerance {max_abs_diff:g})" if max_abs_diff is not None else "")
+            + (f" (tolerance {allowed:.3g})" if allowed is not None else "")
         )
     return result

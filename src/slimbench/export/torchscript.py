@@ -15,8 +15,7 @@ from torch import nn
 
 from slimbench.artifact import atomic_write
 from slimbench.data import normalize
-from slimbench.errors import ExportError
-from slimbench.export.onnx import Parity
+from slimbench.export.onnx import Parity, compare_logits
 
 
 @torch.no_grad()
@@ -39,14 +38,6 @@ def check_torchscript_parity(model: nn.Module, path: str | Path, images: torch.T
         warnings.simplefilter("ignore")
         loaded = torch.jit.load(str(path), map_location="cpu")
     x = normalize(images, channels_last=False)
-    reference, exported = model.eval().float()(x), loaded(x)
-    result = Parity(images=len(images), top1_agreement=float((reference.argmax(1) == exported.argmax(1)).float().mean()),
-                    max_abs_diff=float((reference - exported).abs().max()))
-    if labels is not None:
-        result.torch_accuracy = float((reference.argmax(1) == labels).float().mean())
-        result.onnx_accuracy = float((exported.argmax(1) == labels).float().mean())
-    allowed = max_abs_diff * max(1.0, float(reference.abs().max()))
-    if result.top1_agreement < 1.0 or result.max_abs_diff > allowed:
-        raise ExportError(f"{path} does not behave like the PyTorch model: top-1 agreement {result.top1_agreement:.2%}, "
-                          f"max logit difference {result.max_abs_diff:.3g} (tolerance {allowed:.3g})")
-    return result
+    with torch.no_grad():
+        reference, exported = model.eval().float()(x), loaded(x)
+    return compare_logits(reference, exported, labels, path, max_abs_diff, min_agreement=1.0)
