@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/slimbench demo
+	$(VENV)/bin/slimbench study run studies/quickstart.yaml
 
 test: install
 	$(PY) -m pytest -q

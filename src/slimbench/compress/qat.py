@@ -190,8 +190,10 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
     result_metrics: dict[str, Any] = {}
     if config.finetune is not None:
         init_artifact = load_artifact(init_path)
+        # Brevitas's quantized tensors break torch.compile's graph at every layer: eager unless asked for
+        overrides = {"compile": False, **config.finetune}
         trained_path, result_metrics = finetune(
-            init_path, init_artifact.spec, training_config(parent), config.finetune, out_dir / "qat" / "finetune",
+            init_path, init_artifact.spec, training_config(parent), overrides, out_dir / "qat" / "finetune",
             f"{out_dir.name}-qat", teacher=str(checkpoint) if config.distill_from_parent else None,
             dataset=data, store=out_dir.parent / DB_NAME, progress=progress)
 
