@@ -192,7 +192,8 @@ def test_cli_qat_calibrate_only(tmp_path, float_model):
 def test_measure_shows_each_layers_bits(w4a4):
     from slimbench.measure import measure
 
-    report = measure(w4a4.path)
+    report = measure(w4a4.path, accuracy_split="test")
+    assert report["accuracy"]["accuracy"] == pytest.approx(w4a4.metrics["test_acc"])
     layers = {layer["name"]: layer for layer in report["layers"]}
     assert (layers["conv1"]["weight_bits"], layers["layer2.0.conv1"]["weight_bits"]) == (8, 4)
     assert layers["layer2.0.conv1"]["activation_bits"] == 4

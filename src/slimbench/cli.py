@@ -335,6 +335,7 @@ def measure_(
         "pytorch-eager,onnxruntime",
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,64",
     per_layer: Annotated[bool, typer.Option(help="Show every convolution and linear layer.")] = False,
+    accuracy: Annotated[str | None, typer.Option(help="Also measure accuracy on this split: val or test.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Parameters (total, non-zero), MACs by the documented counting rule, size, and optionally latency.
@@ -352,7 +353,10 @@ def measure_(
         sizes = tuple(int(b) for b in batch_sizes.split(","))
     except ValueError:
         raise SlimbenchError(f"--batch-sizes must be integers separated by commas, got {batch_sizes!r}") from None
-    report = measure(target, latency=latency, batch_sizes=sizes, engines=chosen)
+    try:
+        report = measure(target, latency=latency, batch_sizes=sizes, engines=chosen, accuracy_split=accuracy)
+    except FileNotFoundError as exc:
+        raise SlimbenchError(str(exc)) from None
     if json_:
         print(json.dumps(report, indent=2))
         return
@@ -370,6 +374,9 @@ def measure_(
             if quant.get("mode") == "qat" else ""
         table.add_row("stored as", f"{quant.get('mode')}: weights {float(quant.get('weight_bits', 32)):.3g} bits, "
                                    f"activations {float(quant.get('activation_bits', 32)):.3g} bits{mixed}")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        table.add_row(f"accuracy ({acc['split']})", f"{_pct(acc['accuracy'])} on {acc['images']} images")
     for lat in report.get("latency", []):
         table.add_row(f"latency {lat['engine']} batch {lat['batch_size']}",
                       f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "

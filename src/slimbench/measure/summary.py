@@ -30,7 +30,8 @@ def _layer_bits(quant: dict[str, Any] | None, name: str) -> dict[str, Any]:
 
 
 def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes: tuple[int, ...] = (1, 64),
-            repeats: int = 50, engines: tuple[str, ...] = ("pytorch-eager", "onnxruntime")) -> dict[str, Any]:
+            repeats: int = 50, engines: tuple[str, ...] = ("pytorch-eager", "onnxruntime"),
+            accuracy_split: str | None = None) -> dict[str, Any]:
     """Parameters, MACs (per layer too), size at fp32/fp16/int8, and optionally CPU latency per engine.
 
     A ``.pt`` artifact is measured as saved; a ``.onnx`` file exported by slimbench through its sidecar (counts,
@@ -82,6 +83,13 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
     report["micronet_ops"] = count_micronet_ops(model, *layer_bits_of(quant), input_shape=tuple(counts.input_shape)).total
     if "weight_bits" in quant:  # packed at the model's own (effective) weight width
         report["size_bytes"]["as quantized"] = storage_bytes(counts.params, float(quant["weight_bits"]))
+    if accuracy_split is not None:
+        if path.suffix != ".pt":
+            raise FileNotFoundError(f"{path}: accuracy is measured on a model.pt artifact (the split it trained with)")
+        from slimbench.measure.report import evaluate_checkpoint
+
+        result = evaluate_checkpoint(path, split=accuracy_split)
+        report["accuracy"] = {"split": accuracy_split, "accuracy": result["accuracy"], "images": result.get("count")}
     if latency:
         timings = []
         shape = tuple(counts.input_shape)
