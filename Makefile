@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (install + a short end-to-end CIFAR-10 job) and `make test`.
+# Two entry points: `make demo` (install + the quickstart study on CIFAR-10, ~10 min) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
