@@ -200,3 +200,12 @@ def test_measure_shows_each_layers_bits(w4a4):
     assert report["size_bytes"]["as quantized"] < report["size_bytes"]["8-bit"]
     result = CliRunner().invoke(app, ["measure", str(w4a4.path), "--per-layer"])
     assert result.exit_code == 0 and "4/4" in result.output and "8/8" in result.output
+
+
+def test_grid_zeros_are_not_counted_as_pruning(w4a4):
+    """Weights on a 4-bit grid's zero level are stored like any other level: w stays the full count."""
+    model, _ = load_model(w4a4.path)
+    zeros = sum(int((p == 0).sum()) for name, p in model.named_parameters() if name.endswith("conv1.weight"))
+    assert zeros > 0  # the grid does put small weights on zero
+    inputs, _ = inputs_from_artifact(w4a4.path, load_rule("brief"))
+    assert inputs.w == sum(p.numel() for n, p in model.named_parameters() if "_quant." not in n)

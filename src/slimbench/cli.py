@@ -185,7 +185,9 @@ def quantize(
     if cfg.mode == "qat":
         table.add_row("bits (effective)", f"weights {m['weight_bits']:.3g}, activations {m['activation_bits']:.3g}, "
                                           f"max(qw, qa) {m['op_bits']:.3g} (MAC-weighted)")
-        table.add_row("weight levels", f"at most {m['max_weight_levels']} per output channel")
+        levels = m.get("levels_by_bits") or {}
+        table.add_row("weight levels", ", ".join(f"{b}-bit layers: at most {n} per output channel (of {2 ** int(b) - 1})"
+                                                 for b, n in levels.items()))
         if m.get("test_acc") is not None:
             table.add_row("accuracy", f"val {_pct(m.get('val_acc'))}, test {_pct(m['test_acc'])} "
                                       f"(float test {_pct(m.get('float_test_acc'))})")

@@ -146,6 +146,15 @@ def weight_levels(model: nn.Module) -> dict[str, int]:
     return levels
 
 
+def _levels_by_bits(levels: dict[str, int], layers: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Most levels any channel uses, per weight width: at most 2^b - 1 each."""
+    out: dict[str, int] = {}
+    for name, count in levels.items():
+        bits = str(layers.get(name, {}).get("weight_bits", 32))
+        out[bits] = max(out.get(bits, 0), count)
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
 def _step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
     settings = config.model_dump(mode="json")
     return {"stage": "quantize", "config": settings, "config_hash": config_hash(settings), "parent": parent.digest,
@@ -210,6 +219,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
     quant = trained.quant or {}
     metrics = {"mode": "qat", **{k: quant.get(k) for k in ("weight_bits", "activation_bits", "op_bits")},
                "max_weight_levels": max(weight_levels(snapped).values()),
+               "levels_by_bits": _levels_by_bits(weight_levels(snapped), quant.get("layers") or {}),
                **{k: result_metrics.get(k) for k in ("val_acc", "test_acc", "epoch") if k in result_metrics},
                "float_test_acc": parent.metrics.get("test_acc"), "params": count_model(snapped, input_shape).params}
     step = next(s for s in reversed(final.lineage) if s.get("stage") == "quantize")

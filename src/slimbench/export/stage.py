@@ -19,6 +19,7 @@ from slimbench.export.card import write_model_card
 from slimbench.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
+from slimbench.measure.counts import scored_nonzero
 from slimbench.measure.latency import measure_latency, measure_onnx_latency
 
 
@@ -90,7 +91,7 @@ def export(
         counts = count_model(model.float(), input_shape)
         write_sidecar(path, parent, quant, list(parent.lineage), str(checkpoint),
                       {**parent.metrics, "parity": parity, "params": counts.params,
-                       "nonzero_params": counts.nonzero_params, "macs": counts.macs})
+                       "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs})
         sidecar = read_sidecar(path)
     timings = []
     if latency:

@@ -171,3 +171,18 @@ def layer_bits_of(quant: dict[str, Any]) -> tuple[dict[str, tuple[float, float]]
                   for name, b in (quant.get("layers") or {}).items()}
         return layers, (32.0, 32.0)
     return {}, (float(quant.get("weight_bits", 32)), float(quant.get("activation_bits", 32)))
+
+
+def scored_nonzero(model: nn.Module, quant: dict[str, Any] | None, lineage: list[dict[str, Any]]) -> int:
+    """Non-zero parameters as the score's w counts them.
+
+    A low-bit grid puts small weights exactly on its zero level: those are values of the grid, stored at b bits
+    like any other, not removed weights. So for QAT models only the zeros of tensors that pruning sparsified
+    (recorded in the lineage) are left out; for other models every zero is.
+    """
+    weights = [(name, p) for name, p in model.named_parameters() if QUANTIZER_MARK not in name]
+    if (quant or {}).get("mode") != "qat":
+        return sum(int(torch.count_nonzero(p)) for _, p in weights)
+    pruned = {name for step in lineage if step.get("stage") == "prune"
+              for name in (step.get("metrics") or {}).get("sparse_params", [])}
+    return sum(int(torch.count_nonzero(p)) if name in pruned else p.numel() for name, p in weights)

@@ -168,10 +168,12 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
                                   f"and {source} is gone")
             model = load_model(source)[0]
     else:
+        from slimbench.measure.counts import scored_nonzero
+
         model, artifact = load_model(path)
         counts = count_model(model)
         metrics, lineage, quant = artifact.metrics, artifact.lineage, artifact.quant or {}
-        w, f = float(counts.nonzero_params), float(counts.macs)
+        w, f = float(scored_nonzero(model, quant, lineage)), float(counts.macs)
     if rule.op_counting == "micronet-ops" and model is not None:
         w, f = micronet_inputs(model.float(), quant)
     prune_steps = [step for step in lineage if step.get("stage") == "prune"]
