@@ -13,11 +13,12 @@ Ray instance or a cluster (``address``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,22 @@ def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir
     return exported.path, {"parity": exported.parity, "card": str(exported.card)}
 
 
+@contextlib.contextmanager
+def _stage_lock(stage_dir: Path) -> Iterator[None]:
+    """An exclusive lock on a stage directory (released by the OS if its holder dies); none where flock is absent."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: studies there run one process at a time anyway
+        yield
+        return
+    with open(stage_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset: ImageDataset,
                    finals: dict[str, tuple[str, Path]], smoke: bool = False, progress: bool = True,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -141,18 +158,19 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
         stage_dir = out_dir / "stages" / f"{kind}-{key}"
         done = stage_dir / "done.json"
         label = f"{experiment.name} [{index}/{len(experiment.stages)}] {kind}"
-        if done.exists():
-            record = json.loads(done.read_text())
-            log(f"{label}: done before ({stage_dir.name}), skipped")
-        else:
-            log(f"{label}: running in {stage_dir}")
-            stage_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            output, metrics = _run_stage(kind, _resolve(config, finals), last_pt, stage_dir, dataset, study.data,
-                                         progress)
-            record = {"kind": kind, "key": key, "output": str(output), "finished": now_iso(),
-                      "wall_s": time.perf_counter() - t0, "metrics": metrics}
-            atomic_write(done, json.dumps(record, indent=2, default=str).encode())
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        with _stage_lock(stage_dir):  # two Ray tasks sharing a stage: one runs it, the other then reads it
+            if done.exists():
+                record = json.loads(done.read_text())
+                log(f"{label}: done before ({stage_dir.name}), skipped")
+            else:
+                log(f"{label}: running in {stage_dir}")
+                t0 = time.perf_counter()
+                output, metrics = _run_stage(kind, _resolve(config, finals), last_pt, stage_dir, dataset, study.data,
+                                             progress)
+                record = {"kind": kind, "key": key, "output": str(output), "finished": now_iso(),
+                          "wall_s": time.perf_counter() - t0, "metrics": metrics}
+                atomic_write(done, json.dumps(record, indent=2, default=str).encode())
         model = Path(record["output"])
         if model.suffix == ".pt":
             last_pt = model
