@@ -124,8 +124,11 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         if points:
             ax.scatter([p[0] for p in points], [100 * p[1] for p in points], s=36, color="tab:blue", zorder=3,
                        label="this study")
-            for (x, y), name in zip(points, names, strict=True):
-                ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            placed: list[tuple[float, float]] = []
+            for (x, y), name in zip(points, names, strict=True):  # neighbours' labels stack instead of overlapping
+                near = sum(1 for px, py in placed if abs(px / x - 1) < 0.15 and abs(py - y) < 0.01)
+                placed.append((x, y))
+                ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(4, 4 + 9 * near), fontsize=7)
             front = pareto_front(points)
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
                     color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
@@ -141,7 +144,7 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         ax.set_ylabel("CIFAR-10 test accuracy (%)")
         ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
         svg = io.StringIO()
         fig.savefig(svg, format="svg")
         atomic_write(out_dir / f"accuracy_vs_{key}.svg", svg.getvalue().encode())
