@@ -41,7 +41,7 @@ from slimbench.artifact import (
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
 from slimbench.compress.finetune import finetune
-from slimbench.compress.quantize import QuantizeConfig, QuantizeResult
+from slimbench.compress.quantize import QuantizeConfig, QuantizeResult, quantize_step
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
@@ -155,12 +155,6 @@ def _levels_by_bits(levels: dict[str, int], layers: dict[str, dict[str, Any]]) -
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
-def _step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
-    settings = config.model_dump(mode="json")
-    return {"stage": "quantize", "config": settings, "config_hash": config_hash(settings), "parent": parent.digest,
-            "code": code_version(), "time": now_iso(), "metrics": metrics}
-
-
 def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
                             dataset: ImageDataset | None = None, progress: bool = True) -> QuantizeResult:
     """Low-bit QAT of a float (optionally pruned) artifact into ``out_dir/model.pt``; resumable."""
@@ -193,7 +187,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
         # the quantize step precedes its fine-tuning run in the lineage (as prune does); its metrics are
         # completed when the model is final
         init = Artifact.from_model(parent.spec, model, structure=parent.structure, quant=quant,
-                                   lineage=[*parent.lineage, _step(config, parent, bits)], metrics={})
+                                   lineage=[*parent.lineage, quantize_step(config, parent, bits)], metrics={})
         save_artifact(init, init_path)
     trained_path = init_path
     result_metrics: dict[str, Any] = {}

@@ -89,7 +89,7 @@ def half_artifact(parent: Artifact, mode: str) -> Artifact:
                     lineage=list(parent.lineage), metrics={})
 
 
-def _step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
+def quantize_step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
     settings = config.model_dump(mode="json")
     return {"stage": "quantize", "config": settings, "config_hash": config_hash(settings), "parent": parent.digest,
             "code": code_version(), "time": now_iso(), "metrics": metrics}
@@ -177,7 +177,7 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
         metrics = {"mode": config.mode, "test_acc": half_eval.accuracy, "float_test_acc": float_eval.accuracy,
                    "accuracy_drop": float_eval.accuracy - half_eval.accuracy, "file_bytes": path.stat().st_size,
                    "float_file_bytes": Path(checkpoint).stat().st_size, "params": counts.params, "macs": counts.macs}
-        artifact.lineage.append(_step(config, parent, metrics))
+        artifact.lineage.append(quantize_step(config, parent, metrics))
         artifact.metrics = {**parent.metrics, **metrics}
         save_torch_artifact(artifact, path)
         atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
@@ -198,7 +198,7 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
                "accuracy_drop": float_eval.accuracy - int8_eval, "parity": parity.as_dict(),
                "file_bytes": int8_path.stat().st_size, "float_file_bytes": float_path.stat().st_size,
                "params": counts.params, "nonzero_params": counts.nonzero_params, "macs": counts.macs}
-    write_sidecar(int8_path, parent, quant, [*parent.lineage, _step(config, parent, metrics)], str(checkpoint),
+    write_sidecar(int8_path, parent, quant, [*parent.lineage, quantize_step(config, parent, metrics)], str(checkpoint),
                   {**{k: v for k, v in parent.metrics.items() if k in ("val_acc",)}, **metrics})
     atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     return QuantizeResult(int8_path, metrics)

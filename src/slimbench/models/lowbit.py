@@ -25,6 +25,7 @@ from torch import nn
 
 from slimbench.errors import CheckpointError
 from slimbench.measure.counts import QUANTIZER_MARK  # noqa: F401  (re-exported: step-size parameter names)
+from slimbench.models.structure import replace_module
 
 
 @functools.cache
@@ -84,8 +85,7 @@ def apply_lowbit(model: nn.Module, layers: dict[str, dict[str, Any]], source: st
         layer = modules.get(name)
         if layer is None:
             raise CheckpointError(f"{source}: quantization recipe names layer {name!r}, which the model lacks")
-        parent_name, _, attr = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else model, attr, _lowbit_layer(layer, bits))
+        replace_module(model, name, _lowbit_layer(layer, bits), modules)
     return model
 
 

@@ -82,6 +82,13 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], sour
             raise CheckpointError(f"{source}: pruned structure of {name!r} lacks {', '.join(missing)}")
         replacement = _resized(module, entry)
         if replacement is not module:
-            parent_name, _, child = name.rpartition(".")
-            setattr(modules[parent_name] if parent_name else model, child, replacement)
+            replace_module(model, name, replacement, modules)
     return model
+
+
+def replace_module(model: nn.Module, name: str, replacement: nn.Module,
+                   modules: dict[str, nn.Module] | None = None) -> None:
+    """Put ``replacement`` where the submodule called ``name`` (dotted) is."""
+    modules = modules if modules is not None else dict(model.named_modules())
+    parent_name, _, child = name.rpartition(".")
+    setattr(modules[parent_name] if parent_name else model, child, replacement)
