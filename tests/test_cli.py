@@ -115,3 +115,24 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "int8 ONNX" in text and "score" in text, text
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["train", "--resume", "r"], "slimbench train --resume"),
+    (["prune", "model.pt", "--finetune-epochs", "5"], "run the same command again"),
+])
+def test_interruption_says_how_to_continue(monkeypatch, capsys, tmp_path, argv, hint):
+    """A pipeline (prune, quantize, study) resumes by running it again; only a bare training uses --resume."""
+    from slimbench import cli
+    from slimbench.train import TrainingInterrupted
+
+    def interrupted(**_):
+        raise TrainingInterrupted("interrupted; epoch 3 is saved in r/last.pt: resume with `slimbench train "
+                                  "--resume r`", tmp_path / "r", 3)
+
+    monkeypatch.setattr(cli, "app", interrupted)
+    monkeypatch.setattr(sys, "argv", ["slimbench", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and hint in err and "3" in err

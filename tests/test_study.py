@@ -114,6 +114,32 @@ def test_compare_and_report(tmp_path, synthetic):
     assert "http" not in "".join(i["src"][:30] for i in parser.images)
 
 
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tmp_path, synthetic):
+    """What a user sees: the page opens offline in a real browser and shows its plots (not a blank page)."""
+    import shutil
+    import subprocess
+
+    import numpy as np
+    from matplotlib.image import imread
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium (apt install chromium)")
+    _run(tmp_path, synthetic)
+    page = write_report(tmp_path / "study")
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1280,3000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[:2] == (3000, 1280)
+    colours = np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 200  # anti-aliased plots and text, not an empty or error page
+    rows_with_ink = (pixels.min(axis=(1, 2)) < 0.5).sum()
+    assert rows_with_ink > 1000  # tables and plots fill the page
+
+
 def test_smoke_shrinks_every_stage(tmp_path, synthetic):
     rows = run_study(Study.model_validate(TWO), tmp_path / "smoke", smoke=True, dataset=synthetic, progress=False,
                      log=lambda _: None, only=["base"])

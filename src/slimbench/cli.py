@@ -624,7 +624,12 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except TrainingInterrupted as exc:
-        Console(stderr=True).print(f"[yellow]{exc}[/]")
+        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
+        message = str(exc)
+        if command != "train" and exc.run_dir is not None:  # prune, quantize, study: stages resume themselves
+            message = (f"interrupted; {exc.epochs_done} epoch(s) are saved in {exc.run_dir}: "
+                       "run the same command again to continue from there")
+        Console(stderr=True).print(f"[yellow]{message}[/]", soft_wrap=True)  # one line, never wrapped
         sys.exit(130)
     except SlimbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

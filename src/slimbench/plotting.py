@@ -17,6 +17,6 @@ def save_figure(fig: plt.Figure, path: str | Path) -> None:
     """Render to PNG in memory, then write atomically: a crash never leaves half a picture."""
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write(path, buffer.getvalue())

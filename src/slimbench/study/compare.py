@@ -124,11 +124,6 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         if points:
             ax.scatter([p[0] for p in points], [100 * p[1] for p in points], s=36, color="tab:blue", zorder=3,
                        label="this study")
-            placed: list[tuple[float, float]] = []
-            for (x, y), name in zip(points, names, strict=True):  # neighbours' labels stack instead of overlapping
-                near = sum(1 for px, py in placed if abs(px / x - 1) < 0.15 and abs(py - y) < 0.01)
-                placed.append((x, y))
-                ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(4, 4 + 9 * near), fontsize=7)
             front = pareto_front(points)
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
                     color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
@@ -144,13 +139,47 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         ax.set_ylabel("CIFAR-10 test accuracy (%)")
         ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+        if points:
+            _label_points(ax, points, names)
+        # below the axes, where it can never hide a point
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
+        fig.tight_layout()
         svg = io.StringIO()
-        fig.savefig(svg, format="svg")
+        fig.savefig(svg, format="svg", bbox_inches="tight")
         atomic_write(out_dir / f"accuracy_vs_{key}.svg", svg.getvalue().encode())
         save_figure(fig, out_dir / f"accuracy_vs_{key}.png")
         written.append(out_dir / f"accuracy_vs_{key}.png")
     return written
+
+
+def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], fontsize: float = 7) -> None:
+    """Name every point without overlaps: coincident points share one label, and each label takes the first
+    free slot (right of its point, then alternately below and above) in screen space."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for point, name in zip(points, names, strict=True):
+        groups.setdefault(point, []).append(name)
+    ax.autoscale_view()
+    to_pixels = ax.transData.transform
+    scale = ax.figure.dpi / 72  # points to pixels
+    line, char = 1.25 * fontsize * scale, 0.55 * fontsize * scale
+    left_edge, right_edge = ax.transAxes.transform((0, 0))[0], ax.transAxes.transform((1, 0))[0]
+    taken: list[tuple[float, float, float, float]] = []
+    for (x, y), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
+        text = "\n".join(group)  # one name per line: coincident points make a short column, not a long row
+        px, py = to_pixels((x, 100 * y))
+        width, height = char * max(map(len, group)), line * len(group)
+        left = px + 4 * scale + width > right_edge and px - 4 * scale - width >= left_edge
+        x0 = px - 4 * scale - width if left else px + 4 * scale
+        for step in range(40):
+            shift = (step + 1) // 2 * (1 if step % 2 else -1)  # 0, +1, -1, +2, -2 ...
+            dy = 2 * scale + shift * line
+            box = (x0, py + dy, x0 + width, py + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                break
+        taken.append(box)
+        ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=(-4 if left else 4, dy / scale),
+                    ha="right" if left else "left", va="bottom", fontsize=fontsize, linespacing=1.0,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if shift else None)
 
 
 def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | None:

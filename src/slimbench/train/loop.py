@@ -59,6 +59,11 @@ class TrainResult:
 class TrainingInterrupted(TrainingError):
     """Ctrl-C: the last complete epoch is on disk and ``--resume`` continues from it."""
 
+    def __init__(self, message: str, run_dir: Path | None = None, epochs_done: int = 0) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.epochs_done = epochs_done
+
 
 def train(
     config: TrainConfig,
@@ -444,7 +449,7 @@ class _Trainer:
                 raise TrainingInterrupted("interrupted before the first epoch was saved; nothing to resume") from None
             raise TrainingInterrupted(
                 f"interrupted; epoch {done} is saved in {self.run_dir / 'last.pt'}: resume with "
-                f"`slimbench train --resume {self.run_dir}`"
+                f"`slimbench train --resume {self.run_dir}`", self.run_dir, done,
             ) from None
         except TrainingError as exc:
             self._record("failed", started_iso, {"error": str(exc)})
