@@ -29,3 +29,18 @@ def real_data_dir() -> Path:
     if not (REAL_DATA / "test.npz").exists():
         pytest.skip(f"real CIFAR-10 not found at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synthetic) -> Path:
+    """A small ResNet-20 that really learned the synthetic task (quantization agreement means little on noise);
+    shared by the quantization, export and QAT tests, which only read it."""
+    from slimbench.train import TrainConfig, train
+
+    config = TrainConfig.model_validate({
+        "model": {"model": "resnet20", "width": 0.5}, "epochs": 6, "batch_size": 64,
+        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"},
+    })
+    result = train(config, run_dir=tmp_path_factory.mktemp("trained") / "run", progress=False, dataset=synthetic)
+    assert result.metrics["test_acc"] > 0.5
+    return result.model_path

@@ -21,26 +21,15 @@ from slimbench.export import export
 from slimbench.models import build_model
 from slimbench.models.lowbit import apply_lowbit, is_lowbit
 from slimbench.score import compute_score, inputs_from_artifact, load_rule
-from slimbench.train import TrainConfig, train
 from zoo import ZOO, zoo_id
 
 
 @pytest.fixture(scope="module")
-def float_model(tmp_path_factory, synthetic):
-    root = tmp_path_factory.mktemp("float")
-    config = TrainConfig.model_validate({
-        "model": {"model": "resnet20", "width": 0.5}, "epochs": 3, "batch_size": 64,
-        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"},
-    })
-    return train(config, run_dir=root / "run", progress=False, dataset=synthetic).model_path
-
-
-@pytest.fixture(scope="module")
-def w4a4(tmp_path_factory, float_model, synthetic):
+def w4a4(tmp_path_factory, trained, synthetic):
     out = tmp_path_factory.mktemp("qat") / "w4a4"
     config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=4, calibration_size=128,
                             finetune={"epochs": 2, "optimizer": {"lr": 0.01}})
-    return quantize(float_model, config, out, dataset=synthetic, progress=False)
+    return quantize(trained, config, out, dataset=synthetic, progress=False)
 
 
 def test_w4a4_trains_and_stores_16_levels_per_channel(w4a4):
@@ -139,8 +128,8 @@ def test_every_zoo_model_takes_low_bit_layers(tmp_path, spec, synthetic):
     assert all(levels <= 2 ** plan[name]["weight_bits"] - 1 for name, levels in weight_levels(rebuilt).items())
 
 
-def test_pruned_then_qat_composes(tmp_path, float_model, synthetic):
-    pruned = prune(float_model, PruneConfig(kind="structured", ratio=0.3), tmp_path / "pruned", dataset=synthetic,
+def test_pruned_then_qat_composes(tmp_path, trained, synthetic):
+    pruned = prune(trained, PruneConfig(kind="structured", ratio=0.3), tmp_path / "pruned", dataset=synthetic,
                    progress=False)
     result = quantize(pruned.model_path, QuantizeConfig(mode="qat", finetune=None, calibration_size=64),
                       tmp_path / "qat", dataset=synthetic, progress=False)
@@ -152,11 +141,11 @@ def test_pruned_then_qat_composes(tmp_path, float_model, synthetic):
     assert inputs.ps == pytest.approx(artifact.lineage[-2]["metrics"]["structured_ratio"])
 
 
-def test_qat_refuses_a_quantized_parent_and_another_config(tmp_path, w4a4, float_model, synthetic):
+def test_qat_refuses_a_quantized_parent_and_another_config(tmp_path, w4a4, trained, synthetic):
     with pytest.raises(CompressionError, match="already quantized"):
         quantize(w4a4.path, QuantizeConfig(mode="qat", finetune=None), tmp_path / "again", dataset=synthetic)
     with pytest.raises(ConfigError, match="another config"):
-        quantize(float_model, QuantizeConfig(mode="qat", weight_bits=3), w4a4.path.parent, dataset=synthetic)
+        quantize(trained, QuantizeConfig(mode="qat", weight_bits=3), w4a4.path.parent, dataset=synthetic)
 
 
 def test_qat_exports_as_integer_qdq_with_parity(tmp_path, w4a4, synthetic):
@@ -175,16 +164,16 @@ def test_qat_exports_as_integer_qdq_with_parity(tmp_path, w4a4, synthetic):
         export(w4a4.path, tmp_path / "x", precision="int8", dataset=synthetic, latency=False)
 
 
-def test_cli_qat_calibrate_only(tmp_path, float_model):
+def test_cli_qat_calibrate_only(tmp_path, trained):
     out = tmp_path / "cli-qat"
-    result = CliRunner().invoke(app, ["quantize", str(float_model), "--mode", "qat", "--weight-bits", "2",
+    result = CliRunner().invoke(app, ["quantize", str(trained), "--mode", "qat", "--weight-bits", "2",
                                       "--activation-bits", "8", "--epochs", "0", "--out", str(out), "--no-progress",
                                       "--calibration-size", "64"])
     assert result.exit_code == 0, result.output
     assert "weight levels" in result.output
     quant = load_artifact(out / "model.pt").quant
     assert {b["weight_bits"] for b in quant["layers"].values()} == {2, 8}
-    bad = CliRunner().invoke(app, ["quantize", str(float_model), "--mode", "qat", "--weight-bits", "1",
+    bad = CliRunner().invoke(app, ["quantize", str(trained), "--mode", "qat", "--weight-bits", "1",
                                    "--out", str(tmp_path / "bad")])
     assert isinstance(bad.exception, ConfigError) and "weight_bits" in str(bad.exception)
 

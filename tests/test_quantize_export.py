@@ -17,21 +17,7 @@ from slimbench.export import check_parity, export, export_onnx
 from slimbench.measure import evaluate, measure
 from slimbench.models import build_model
 from slimbench.score import inputs_from_artifact, load_rule
-from slimbench.train import TrainConfig, train
 from zoo import ZOO, zoo_id
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, synthetic):
-    """A small ResNet-20 that really learned the synthetic task (int8 agreement means little on noise)."""
-    root = tmp_path_factory.mktemp("trained")
-    config = TrainConfig.model_validate({
-        "model": {"model": "resnet20", "width": 0.5}, "epochs": 6, "batch_size": 64,
-        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"},
-    })
-    result = train(config, run_dir=root / "run", progress=False, dataset=synthetic)
-    assert result.metrics["test_acc"] > 0.5
-    return result.model_path
 
 
 @pytest.mark.parametrize("mode", ["fp16", "bf16"])

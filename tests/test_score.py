@@ -116,3 +116,18 @@ def test_micronet_rule_from_an_artifact_counts_bits_sparsity_and_masks(tmp_path)
     result = compute_score(dense_in, rule)
     assert result.op_term == pytest.approx(dense_in.f / 8.3e8)  # no second bit factor
     assert any("bit factor" in note for note in result.notes)
+
+
+def test_pruning_ratios_add_up_across_steps_and_ignore_other_stages():
+    from slimbench.score import pruning_ratios
+
+    lineage = [
+        {"stage": "train", "metrics": {"structured_ratio": 0.5}},  # not a prune step: ignored
+        {"stage": "prune", "metrics": {"structured_ratio": 0.2, "unstructured_ratio": 0.0}},
+        {"stage": "prune", "metrics": {"structured_ratio": 0.1, "unstructured_ratio": 0.25}},
+        {"stage": "quantize"},
+    ]
+    assert pruning_ratios(lineage) == pytest.approx((0.3, 0.25))
+    assert pruning_ratios([{"stage": "prune", "metrics": {"structured_ratio": 0.7, "unstructured_ratio": 0.6}},
+                           {"stage": "prune", "metrics": {"structured_ratio": 0.7}}]) == (0.99, 0.6)
+    assert pruning_ratios([]) == (0.0, 0.0)

@@ -9,7 +9,7 @@ from typing import Any
 from slimbench.artifact import atomic_write
 from slimbench.measure.counts import ModelCounts
 from slimbench.measure.latency import Latency
-from slimbench.score import ScoreInputs, compute_score
+from slimbench.score import ScoreInputs, compute_score, pruning_ratios
 
 
 def _pct(value: Any) -> str:
@@ -46,10 +46,11 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
     lineage = sidecar.get("lineage") or []
     metrics = sidecar.get("metrics") or {}
     qw, qa = float(quant.get("weight_bits", 32)), float(quant.get("activation_bits", 32))
-    ps = sum(float((s.get("metrics") or {}).get("structured_ratio", 0)) for s in lineage if s.get("stage") == "prune")
-    pu = sum(float((s.get("metrics") or {}).get("unstructured_ratio", 0)) for s in lineage if s.get("stage") == "prune")
-    score = compute_score(ScoreInputs(w=counts.nonzero_params, f=counts.macs, ps=min(ps, 0.99), pu=min(pu, 0.99),
-                                      qw=qw, qa=qa, op_bits=quant.get("op_bits")), "brief")
+    ps, pu = pruning_ratios(lineage)
+    # w as `score` counts it: a low-bit grid's zeros are stored levels, not pruned weights
+    w = float(metrics.get("nonzero_params", counts.nonzero_params))
+    score = compute_score(ScoreInputs(w=w, f=counts.macs, ps=ps, pu=pu, qw=qw, qa=qa, op_bits=quant.get("op_bits")),
+                          "brief")
     test_acc = metrics.get("test_acc")
     lines = [
         f"# Model card: {model_file.name}",

@@ -8,6 +8,8 @@ from slimbench.score.formula import (
     compute_score,
     inputs_from_artifact,
     load_rule,
+    pruning_ratios,
 )
 
-__all__ = ["PRESETS", "ScoreBreakdown", "ScoreInputs", "ScoreRule", "compute_score", "inputs_from_artifact", "load_rule"]
+__all__ = ["PRESETS", "ScoreBreakdown", "ScoreInputs", "ScoreRule", "compute_score", "inputs_from_artifact", "load_rule",
+           "pruning_ratios"]

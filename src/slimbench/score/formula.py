@@ -143,6 +143,14 @@ def micronet_inputs(model: Any, quant: dict[str, Any]) -> tuple[float, float]:
     return nonzero + mask_bits / qw, ops.total
 
 
+def pruning_ratios(lineage: list[dict[str, Any]]) -> tuple[float, float]:
+    """(Ps, Pu) of a lineage: every prune step records its share of the *original* parameters, so they add."""
+    steps = [step.get("metrics") or {} for step in lineage if step.get("stage") == "prune"]
+    ps = sum(float(m.get("structured_ratio", 0)) for m in steps)
+    pu = sum(float(m.get("unstructured_ratio", 0)) for m in steps)
+    return min(ps, 0.99), min(pu, 0.99)
+
+
 def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs, float | None]:
     """w, f, Ps, Pu, qw, qa as the saved model really is, plus its recorded test accuracy.
 
@@ -176,10 +184,8 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
         w, f = float(scored_nonzero(model, quant, lineage)), float(counts.macs)
     if rule.op_counting == "micronet-ops" and model is not None:
         w, f = micronet_inputs(model.float(), quant)
-    prune_steps = [step for step in lineage if step.get("stage") == "prune"]
-    ps = sum(float(step.get("metrics", {}).get("structured_ratio", 0)) for step in prune_steps)
-    pu = sum(float(step.get("metrics", {}).get("unstructured_ratio", 0)) for step in prune_steps)
-    inputs = ScoreInputs(w=w, f=f, ps=min(ps, 0.99), pu=min(pu, 0.99),
+    ps, pu = pruning_ratios(lineage)
+    inputs = ScoreInputs(w=w, f=f, ps=ps, pu=pu,
                          qw=float(quant.get("weight_bits", 32)), qa=float(quant.get("activation_bits", 32)),
                          op_bits=quant.get("op_bits"), measured_on="pruned")
     accuracy = metrics.get("test_acc")

@@ -185,11 +185,12 @@ def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], 
 def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | None:
     """Validation accuracy per epoch of the chosen training runs, overlaid."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from slimbench.plotting import save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drawn = 0
+    drawn, last_epoch = 0, 1
     for name, run_dir in run_dirs:
         log = run_dir / "log.jsonl"
         if not log.is_file():
@@ -197,12 +198,17 @@ def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | No
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         epochs = [r["epoch"] for r in records if r.get("val_acc") is not None]
         if epochs:
-            ax.plot(epochs, [100 * r["val_acc"] for r in records if r.get("val_acc") is not None], label=name)
-            drawn += 1
+            ax.plot(epochs, [100 * r["val_acc"] for r in records if r.get("val_acc") is not None], label=name,
+                    marker="o" if len(epochs) <= 30 else None, markersize=3)  # a 1-epoch run is still visible
+            drawn, last_epoch = drawn + 1, max(last_epoch, *epochs)
     if not drawn:
         plt.close(fig)
         return None
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(0.5, last_epoch + 0.5)
+    if last_epoch <= 12:  # the locator falls back to fractions on very short runs
+        ax.set_xticks(range(1, last_epoch + 1))
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
