@@ -12,7 +12,17 @@ from typer.testing import CliRunner
 
 from slimbench.cli import app
 from slimbench.errors import ConfigError
-from slimbench.study import Study, load_rows, load_study, pareto_front, run_study, to_csv, to_markdown, write_report
+from slimbench.study import (
+    Study,
+    load_rows,
+    load_study,
+    pareto_front,
+    run_study,
+    study_status,
+    to_csv,
+    to_markdown,
+    write_report,
+)
 from slimbench.study import runner as study_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +61,22 @@ def test_two_experiments_run_then_resume_without_redoing(tmp_path, synthetic, mo
         return real(kind, *args, **kwargs)
 
     monkeypatch.setattr(study_runner, "_run_stage", counting)
+    study = Study.model_validate(TWO)
+    assert [s.state for s in study_status(study, tmp_path / "study")] == ["pending"] * 4
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, synthetic)
     assert calls == ["train", "prune", "train", "export"]
     done = sorted(p.parent.name.split("-")[0] for p in (tmp_path / "study" / "stages").glob("*/done.json"))
     assert done == ["prune", "train", "train"]
+    # what was finished before the interruption is already in results.json, and status reads the rest from disk
+    assert [r["experiment"] for r in load_rows([tmp_path / "study"])] == ["base"]
+    states = study_status(study, tmp_path / "study")
+    assert [(s.experiment, s.kind, s.state) for s in states] == [
+        ("base", "train", "done"), ("base", "prune", "done"), ("student", "train", "done"),
+        ("student", "export", "interrupted")]
+    assert states[0].epochs_done == states[0].epochs_planned == 2 and states[0].val_acc is not None
+    assert states[2].epochs_done == 1 and states[3].seconds_left is None
+    assert [s.experiment for s in study_status(study, tmp_path / "study", only=["base"])] == ["base", "base"]
     rows = _run(tmp_path, synthetic)
     assert calls == ["train", "prune", "train", "export", "export"]  # only the unfinished stage ran again
     assert [r["experiment"] for r in rows] == ["base", "student"]
@@ -65,6 +86,25 @@ def test_two_experiments_run_then_resume_without_redoing(tmp_path, synthetic, mo
     assert all(r["score"] > 0 and 0 <= r["test_acc"] <= 1 for r in rows)
     _run(tmp_path, synthetic)
     assert len(calls) == 5  # a finished study runs nothing
+    _run(tmp_path, synthetic, only=["base"])  # a partial re-run keeps the other experiments' rows
+    assert [r["experiment"] for r in load_rows([tmp_path / "study"])] == ["base", "student"]
+    assert {s.state for s in study_status(study, tmp_path / "study")} == {"done"}
+    changed = json.loads(json.dumps(TWO))
+    changed["experiments"][0]["stages"][1]["prune"]["ratio"] = 0.5
+    run_study(Study.model_validate(changed), tmp_path / "study", dataset=synthetic, progress=False,
+              log=lambda _: None, only=["base"])
+    rows = load_rows([tmp_path / "study"])  # student was made from the old base: its row is stale, dropped
+    assert [r["experiment"] for r in rows] == ["base"] and rows[0]["ps"] > 0.4
+
+
+def test_status_command_lists_every_stage(tmp_path):
+    study_file = tmp_path / "two.yaml"
+    study_file.write_text(yaml.safe_dump(TWO))
+    result = CliRunner().invoke(app, ["study", "status", str(study_file), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("pending") == 5 and "0/2" in result.output and "4 pending" in result.output
+    result = CliRunner().invoke(app, ["study", "status", str(study_file), "--only", "nobody"])
+    assert result.exit_code != 0
 
 
 def test_changed_stage_reruns_it_and_what_follows(tmp_path, synthetic):

@@ -554,18 +554,58 @@ def study_run(
     """Run a study; finished stages are skipped, an interrupted one resumes. Ends with a table and report.html."""
     import os
 
-    from slimbench.runs import default_runs_root
     from slimbench.study import load_study, run_study, select, write_report
 
     if data_dir is not None:
         os.environ["SLIMBENCH_DATA"] = str(data_dir)
     study = load_study(study_file)
-    out_dir = out or default_runs_root() / "studies" / (study.name + ("-smoke" if smoke else ""))
+    out_dir = out or _study_dir(study.name, smoke)
     rows = run_study(study, out_dir, backend=backend, smoke=smoke, address=address, progress=progress, only=only,
                      log=lambda line: console.print(f"[dim]{line}[/]"))
     _print_rows(select(rows, "score"), f"study {study.name}" + (" (smoke)" if smoke else ""))
     if report:
         console.print(f"report: {write_report(out_dir)}")
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def _study_dir(name: str, smoke: bool) -> Path:
+    from slimbench.runs import default_runs_root
+
+    return default_runs_root() / "studies" / (name + ("-smoke" if smoke else ""))
+
+
+@study_app.command("status")
+def study_status_(
+    study_file: Annotated[Path, typer.Argument(help="Study YAML (see studies/).")],
+    out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/NAME[-smoke]).")] = None,
+    smoke: Annotated[bool, typer.Option(help="The smoke run's stages.")] = False,
+    only: Annotated[list[str] | None, typer.Option(help="Only these experiments (and what they need).")] = None,
+) -> None:
+    """Where a study stands, read from disk: each stage done, running, interrupted or pending, with its epochs."""
+    from slimbench.study import load_study, study_status
+
+    study = load_study(study_file)
+    out_dir = out or _study_dir(study.name, smoke)
+    states = study_status(study, out_dir, smoke=smoke, only=only)
+    table = Table(title=f"study {study.name} in {out_dir}", box=box.SIMPLE_HEAD)
+    for col, justify in (("experiment", "left"), ("stage", "left"), ("state", "left"), ("epochs", "right"),
+                         ("val%", "right"), ("test%", "right"), ("took", "right"), ("left (at most)", "right"),
+                         ("directory", "left")):
+        table.add_column(col, justify=justify)
+    colour = {"done": "green", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
+    for s in states:
+        epochs = f"{s.epochs_done}/{s.epochs_planned}" if s.epochs_planned else (str(s.epochs_done) if s.epochs_done else "")
+        table.add_row(s.experiment, f"{s.index}. {s.kind}", f"[{colour[s.state]}]{s.state}[/]", epochs,
+                      _pct(s.val_acc).rstrip("%"), _pct(s.test_acc).rstrip("%"),
+                      _duration(s.wall_s), _duration(s.seconds_left), s.directory.name)
+    console.print(table)
+    counts = {state: sum(1 for s in states if s.state == state) for state in colour}
+    console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no stages")
 
 
 def _print_rows(rows: list[dict[str, Any]], title: str) -> None:

@@ -2,8 +2,8 @@
 
 from slimbench.study.compare import load_rows, pareto_front, plot_comparison, select, to_csv, to_markdown
 from slimbench.study.report import write_report
-from slimbench.study.runner import run_study
+from slimbench.study.runner import StageState, run_study, study_status
 from slimbench.study.spec import Experiment, Study, load_study
 
-__all__ = ["Experiment", "Study", "load_rows", "load_study", "pareto_front", "plot_comparison", "run_study",
-           "select", "to_csv", "to_markdown", "write_report"]
+__all__ = ["Experiment", "StageState", "Study", "load_rows", "load_study", "pareto_front", "plot_comparison", "run_study",
+           "select", "study_status", "to_csv", "to_markdown", "write_report"]

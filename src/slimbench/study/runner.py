@@ -88,6 +88,124 @@ def _keyed(value: Any, finals: dict[str, tuple[str, Path]]) -> Any:
     return value
 
 
+def _stage_plan(study: Study, experiment: Experiment, start_key: str, out_dir: Path, smoke: bool,
+                finals_keys: dict[str, tuple[str, Path]]) -> list[tuple[str, dict[str, Any], str, Path]]:
+    """(kind, config, key, directory) of each stage: the keys chain, so they are known before anything runs."""
+    key, planned = start_key, []
+    for stage in experiment.stages:
+        kind, raw = next(iter(stage.items()))
+        config = smoke_config(kind, raw or {}) if smoke else (raw or {})
+        key = _key({"kind": kind, "config": _keyed(config, finals_keys), "input": key, "data": study.data,
+                    "smoke": smoke})
+        planned.append((kind, config, key, out_dir / "stages" / f"{kind}-{key}"))
+    return planned
+
+
+def _plans(study: Study, out_dir: Path, smoke: bool) -> dict[str, tuple[str, list[tuple[str, dict[str, Any], str, Path]]]]:
+    """Every experiment's final stage key and planned stages, computed from the file alone."""
+    finals_keys: dict[str, tuple[str, Path]] = {}
+    plans = {}
+    for experiment in study.experiments:
+        start_key = finals_keys[experiment.start][0] if experiment.start else ""
+        planned = _stage_plan(study, experiment, start_key, out_dir, smoke, finals_keys)
+        finals_keys[experiment.name] = (planned[-1][2] if planned else start_key, Path())
+        plans[experiment.name] = (finals_keys[experiment.name][0], planned)
+    return plans
+
+
+@dataclasses.dataclass
+class StageState:
+    """Where one stage of a study stands on disk (``slimbench study status``)."""
+
+    experiment: str
+    index: int
+    kind: str
+    key: str
+    directory: Path
+    state: str  # done, running, interrupted, pending
+    epochs_done: int = 0
+    epochs_planned: int | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    wall_s: float | None = None
+    mean_epoch_s: float | None = None
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At most this long still to train (early stopping may end it sooner), from the epochs so far."""
+        if self.state == "done" or not self.epochs_planned or not self.mean_epoch_s:
+            return None
+        return max(self.epochs_planned - self.epochs_done, 0) * self.mean_epoch_s
+
+
+def _is_locked(stage_dir: Path) -> bool:
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    lock = stage_dir / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _epochs_logged(stage_dir: Path) -> tuple[int, float | None]:
+    """Training epochs on disk in a stage (its own run, or the fine-tunes of prune and QAT steps) and their
+    mean duration."""
+    seconds = []
+    for log in stage_dir.rglob("log.jsonl"):
+        for line in log.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                seconds.append(float(json.loads(line).get("epoch_s") or 0))
+    timed = [s for s in seconds if s > 0]
+    return len(seconds), (sum(timed) / len(timed) if timed else None)
+
+
+def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
+                 only: list[str] | None = None) -> list[StageState]:
+    """Every stage of the study (or of ``only`` and what they need) with its state, read from disk only."""
+    out_dir = Path(out_dir)
+    chosen = _chosen(study, only)
+    states = []
+    for name, (_, planned) in _plans(study, out_dir, smoke).items():
+        if name not in chosen:
+            continue
+        for index, (kind, config, key, stage_dir) in enumerate(planned, start=1):
+            state = StageState(name, index, kind, key, stage_dir, "pending")
+            if kind == "train":
+                state.epochs_planned = int(config.get("epochs", 60))
+            elif isinstance(config.get("finetune"), dict):
+                state.epochs_planned = int(config["finetune"].get("epochs", 0)) * int(config.get("steps", 1) or 1)
+            if (stage_dir / "done.json").exists():
+                record = json.loads((stage_dir / "done.json").read_text())
+                metrics = record.get("metrics") or {}
+                state.state, state.wall_s = "done", record.get("wall_s")
+                state.val_acc, state.test_acc = metrics.get("val_acc"), metrics.get("test_acc")
+            elif stage_dir.is_dir():
+                state.state = "running" if _is_locked(stage_dir) else "interrupted"
+            if stage_dir.is_dir():
+                state.epochs_done, state.mean_epoch_s = _epochs_logged(stage_dir)
+            states.append(state)
+    return states
+
+
+def _chosen(study: Study, only: list[str] | None) -> set[str]:
+    chosen = set(only or [e.name for e in study.experiments])
+    unknown = chosen - {e.name for e in study.experiments}
+    if unknown:
+        raise ConfigError(f"no experiment named {', '.join(sorted(unknown))} in study {study.name}")
+    for experiment in reversed(study.experiments):  # what the chosen experiments need runs too
+        if experiment.name in chosen:
+            chosen |= references(experiment)
+    return chosen
+
+
 def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir: Path, dataset: ImageDataset,
                data: dict[str, Any], progress: bool) -> tuple[Path, dict[str, Any]]:
     """One stage through the public API of its package; returns its output model and metrics."""
@@ -150,14 +268,10 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
     last_pt = model
     stage_records = []
     started = time.perf_counter()
-    for index, stage in enumerate(experiment.stages, start=1):
-        kind, raw = next(iter(stage.items()))
-        raw = raw or {}
-        config = smoke_config(kind, raw) if smoke else raw
-        key = _key({"kind": kind, "config": _keyed(config, finals), "input": key, "data": study.data, "smoke": smoke})
-        stage_dir = out_dir / "stages" / f"{kind}-{key}"
+    planned = _stage_plan(study, experiment, key, out_dir, smoke, finals)
+    for index, (kind, config, key, stage_dir) in enumerate(planned, start=1):
         done = stage_dir / "done.json"
-        label = f"{experiment.name} [{index}/{len(experiment.stages)}] {kind}"
+        label = f"{experiment.name} [{index}/{len(planned)}] {kind}"
         stage_dir.mkdir(parents=True, exist_ok=True)
         with _stage_lock(stage_dir):  # two Ray tasks sharing a stage: one runs it, the other then reads it
             if done.exists():
@@ -178,6 +292,7 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
     finals[experiment.name] = (key, last_pt if last_pt is not None else model)
     row = result_row(study, experiment, model, stage_records)
     row["study_wall_s"] = time.perf_counter() - started
+    row["key"] = key  # the final stage's key: a row from an older file counts only while its key still matches
     return row
 
 
@@ -239,26 +354,47 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "study.json", json.dumps(study.model_dump(mode="json", by_alias=True), indent=2).encode())
-    chosen = set(only or [e.name for e in study.experiments])
-    unknown = chosen - {e.name for e in study.experiments}
-    if unknown:
-        raise ConfigError(f"no experiment named {', '.join(sorted(unknown))} in study {study.name}")
-    for experiment in study.experiments:  # dependencies of chosen experiments run too
-        if experiment.name in chosen:
-            chosen |= references(experiment)
+    chosen = _chosen(study, only)
+    earlier = _earlier_rows(study, out_dir, smoke)
+
+    def write_results(rows: list[dict[str, Any]]) -> None:
+        """After every experiment: a study stopped half-way keeps its finished rows (and older ones still valid)."""
+        fresh = {row["experiment"]: row for row in rows}
+        merged = [fresh.get(e.name) or earlier.get(e.name) for e in study.experiments]
+        payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": [r for r in merged if r]}
+        atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
+
     if backend == "ray":
         rows = _run_ray(study, out_dir, smoke, address, chosen, log)
     elif backend == "local":
         data = dataset if dataset is not None else _load_data(study)
         data = smoke_dataset(data) if smoke else data
         finals: dict[str, tuple[str, Path]] = {}
-        rows = [run_experiment(study, e, out_dir, data, finals, smoke, progress, log)
-                for e in study.experiments if e.name in chosen]
+        rows = []
+        for experiment in study.experiments:
+            if experiment.name in chosen:
+                rows.append(run_experiment(study, experiment, out_dir, data, finals, smoke, progress, log))
+                write_results(rows)
     else:
         raise ConfigError(f"unknown backend {backend!r}: local or ray")
-    payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": rows}
-    atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
+    write_results(rows)
     return rows
+
+
+def _earlier_rows(study: Study, out_dir: Path, smoke: bool) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier results.json whose experiments still end in the same stage (same key)."""
+    path = out_dir / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    if bool(payload.get("smoke")) != smoke:
+        return {}
+    current = {name: final_key for name, (final_key, _) in _plans(study, out_dir, smoke).items()}
+    return {row["experiment"]: row for row in payload.get("rows", [])
+            if row.get("key") is not None and current.get(row.get("experiment")) == row["key"]}
 
 
 def _load_data(study: Study) -> ImageDataset:
