@@ -70,6 +70,8 @@ def test_two_experiments_run_then_resume_without_redoing(tmp_path, synthetic, mo
     assert done == ["prune", "train", "train"]
     # what was finished before the interruption is already in results.json, and status reads the rest from disk
     assert [r["experiment"] for r in load_rows([tmp_path / "study"])] == ["base"]
+    page = write_report(tmp_path / "study").read_text()
+    assert "Partial:</b> 1 of 2" in page and "student" in page
     states = study_status(study, tmp_path / "study")
     assert [(s.experiment, s.kind, s.state) for s in states] == [
         ("base", "train", "done"), ("base", "prune", "done"), ("student", "train", "done"),
@@ -152,6 +154,7 @@ def test_compare_and_report(tmp_path, synthetic):
     assert parser.tables >= 2 and "a made-up paper" in parser.cells
     assert "MODEL_CARD" in page.read_text() or "Model card" in page.read_text()
     assert "http" not in "".join(i["src"][:30] for i in parser.images)
+    assert "Partial" not in page.read_text()
 
 
 @pytest.mark.slow

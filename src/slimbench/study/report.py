@@ -73,6 +73,17 @@ def reported_vs_measured(rows: list[dict[str, Any]]) -> tuple[list[list[str]], l
     return table, classes
 
 
+def _missing_note(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """A study still under way (or run with --only) says which experiments the page does not show yet."""
+    planned = [e.get("name") for e in spec.get("experiments", [])]
+    missing = [name for name in planned if name not in {r["experiment"] for r in rows}]
+    if not missing:
+        return ""
+    return (f"<p class='note'><b>Partial:</b> {len(planned) - len(missing)} of {len(planned)} experiments have "
+            f"results; not yet run or not finished: {html.escape(', '.join(missing))} "
+            "(<code>slimbench study status</code> shows where each stands).</p>")
+
+
 def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     """``study_dir/report.html`` (or ``out``) from the study's results, with its plots beside it."""
     study_dir = Path(study_dir)
@@ -94,6 +105,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
              + (" &mdash; <b>smoke run</b>: one epoch on a small slice, figures are not results" if payload.get("smoke")
                 else "") + f". Score rule: {html.escape(str(rows[0].get('score_rule', 'brief')) if rows else '')}; "
              "models below 90% test accuracy are not eligible.</p>",
+             _missing_note(spec, rows),
              "<h2>Results</h2>",
              _table([h for _, h, _ in COLUMNS], [[cell(r, k, f) for k, _, f in COLUMNS] for r in rows])]
     table, classes = reported_vs_measured(rows)
