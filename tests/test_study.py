@@ -247,3 +247,17 @@ def test_brief_study_smoke_on_real_cifar10(tmp_path, real_data_dir, monkeypatch)
         assert total - 50 <= by_name[name]["params"] <= total
     assert by_name["resnet20-fp16"]["qw"] == 16
     assert by_name["resnet34-magnitude-20-bs64"]["params"] < 0.85 * 21289802  # non-zero weights after pruning
+
+
+def test_time_left_uses_the_median_epoch(tmp_path):
+    """An epoch slowed by a paused or shared machine must not inflate the estimate."""
+    stage = tmp_path / "train-abc"
+    stage.mkdir()
+    (stage / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": s}) + "\n"
+                                             for i, s in enumerate([10.0, 1000.0, 12.0])))
+    done, epoch_s = study_runner._epochs_logged(stage)
+    assert (done, epoch_s) == (3, 12.0)
+    state = study_runner.StageState("e", 1, "train", "abc", stage, "interrupted", done, 5, epoch_s=epoch_s)
+    assert state.seconds_left == 24.0
+    state.state = "done"
+    assert state.seconds_left is None

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,14 +129,14 @@ class StageState:
     val_acc: float | None = None
     test_acc: float | None = None
     wall_s: float | None = None
-    mean_epoch_s: float | None = None
+    epoch_s: float | None = None  # median seconds per epoch so far
 
     @property
     def seconds_left(self) -> float | None:
         """At most this long still to train (early stopping may end it sooner), from the epochs so far."""
-        if self.state == "done" or not self.epochs_planned or not self.mean_epoch_s:
+        if self.state == "done" or not self.epochs_planned or not self.epoch_s:
             return None
-        return max(self.epochs_planned - self.epochs_done, 0) * self.mean_epoch_s
+        return max(self.epochs_planned - self.epochs_done, 0) * self.epoch_s
 
 
 def _is_locked(stage_dir: Path) -> bool:
@@ -157,14 +158,14 @@ def _is_locked(stage_dir: Path) -> bool:
 
 def _epochs_logged(stage_dir: Path) -> tuple[int, float | None]:
     """Training epochs on disk in a stage (its own run, or the fine-tunes of prune and QAT steps) and their
-    mean duration."""
+    typical duration (the median: an epoch slowed by a paused or shared machine does not skew it)."""
     seconds = []
     for log in stage_dir.rglob("log.jsonl"):
         for line in log.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):
                 seconds.append(float(json.loads(line).get("epoch_s") or 0))
-    timed = [s for s in seconds if s > 0]
-    return len(seconds), (sum(timed) / len(timed) if timed else None)
+    timed = sorted(s for s in seconds if s > 0)
+    return len(seconds), (statistics.median(timed) if timed else None)
 
 
 def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
@@ -190,7 +191,7 @@ def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
             elif stage_dir.is_dir():
                 state.state = "running" if _is_locked(stage_dir) else "interrupted"
             if stage_dir.is_dir():
-                state.epochs_done, state.mean_epoch_s = _epochs_logged(stage_dir)
+                state.epochs_done, state.epoch_s = _epochs_logged(stage_dir)
             states.append(state)
     return states
 
