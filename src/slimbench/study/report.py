@@ -76,7 +76,8 @@ def reported_vs_measured(rows: list[dict[str, Any]]) -> tuple[list[list[str]], l
 def _missing_note(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """A study still under way (or run with --only) says which experiments the page does not show yet."""
     planned = [e.get("name") for e in spec.get("experiments", [])]
-    missing = [name for name in planned if name not in {r["experiment"] for r in rows}]
+    shown = {r["experiment"] for r in rows}
+    missing = [name for name in planned if name not in shown]
     if not missing:
         return ""
     return (f"<p class='note'><b>Partial:</b> {len(planned) - len(missing)} of {len(planned)} experiments have "
