@@ -666,13 +666,10 @@ def main() -> None:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except TrainingInterrupted as exc:
-        command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
-        message = str(exc)
-        if command != "train" and exc.run_dir is not None:  # prune, quantize, study: stages resume themselves
-            message = (f"interrupted; {exc.epochs_done} epoch(s) are saved in {exc.run_dir}: "
-                       "run the same command again to continue from there")
-        Console(stderr=True).print(f"[yellow]{message}[/]", soft_wrap=True)  # one line, never wrapped
+    except TrainingInterrupted as exc:  # its message says how to continue: whoever drove the trainer wrote it
+        from rich.text import Text  # a path in the message is text, not markup
+
+        Console(stderr=True).print(Text(str(exc), style="yellow"), soft_wrap=True)  # one line, never wrapped
         sys.exit(130)
     except SlimbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

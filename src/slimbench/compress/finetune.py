@@ -28,6 +28,18 @@ def finetune(
     progress: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """Train from ``start`` into ``run_dir`` (or resume, or reuse a finished run); returns model.pt and metrics."""
+    from slimbench.train import TrainingInterrupted
+
+    try:
+        return _finetune(start, spec, base, overrides, run_dir, name, teacher, dataset, store, progress)
+    except TrainingInterrupted as exc:  # the pipeline that called us resumes the run, not `train --resume`
+        raise exc.continue_with("run the same command again") from None
+
+
+def _finetune(
+    start: Path, spec: dict[str, Any], base: dict[str, Any], overrides: dict[str, Any], run_dir: Path, name: str,
+    teacher: str | None, dataset: ImageDataset | None, store: Path | None, progress: bool,
+) -> tuple[Path, dict[str, Any]]:
     from slimbench.train import TrainConfig, resume_training, train  # the trainer is a public API
 
     if (run_dir / "model.pt").exists():

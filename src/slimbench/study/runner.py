@@ -30,6 +30,7 @@ from slimbench.config import validate
 from slimbench.data import ImageDataset, load_dataset
 from slimbench.errors import ConfigError, SlimbenchError
 from slimbench.study.spec import Experiment, Study, references
+from slimbench.train import TrainingInterrupted
 
 SMOKE_TRAIN_IMAGES, SMOKE_TEST_IMAGES, SMOKE_VAL_IMAGES = 512, 256, 64
 RESULTS_FILE = "results.json"
@@ -281,8 +282,11 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
             else:
                 log(f"{label}: running in {stage_dir}")
                 t0 = time.perf_counter()
-                output, metrics = _run_stage(kind, _resolve(config, finals), last_pt, stage_dir, dataset, study.data,
-                                             progress)
+                try:
+                    output, metrics = _run_stage(kind, _resolve(config, finals), last_pt, stage_dir, dataset,
+                                                 study.data, progress)
+                except TrainingInterrupted as exc:  # the study resumes its stages itself
+                    raise exc.continue_with("run the study again (`slimbench study run`)") from None
                 record = {"kind": kind, "key": key, "output": str(output), "finished": now_iso(),
                           "wall_s": time.perf_counter() - t0, "metrics": metrics}
                 atomic_write(done, json.dumps(record, indent=2, default=str).encode())

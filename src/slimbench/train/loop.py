@@ -57,12 +57,24 @@ class TrainResult:
 
 
 class TrainingInterrupted(TrainingError):
-    """Ctrl-C: the last complete epoch is on disk and ``--resume`` continues from it."""
+    """Ctrl-C: the last complete epoch is on disk and ``--resume`` continues from it.
+
+    A pipeline that drives the trainer (prune, QAT, a study) resumes by running itself again, not by
+    ``train --resume``: it re-raises with :meth:`continue_with` and its own instruction.
+    """
 
     def __init__(self, message: str, run_dir: Path | None = None, epochs_done: int = 0) -> None:
         super().__init__(message)
         self.run_dir = run_dir
         self.epochs_done = epochs_done
+
+    def continue_with(self, instruction: str) -> TrainingInterrupted:
+        """The same interruption, telling the user ``instruction`` instead of the trainer's own hint."""
+        if not self.epochs_done:
+            return TrainingInterrupted(f"interrupted before the first epoch was saved; {instruction} to start over",
+                                       self.run_dir, 0)
+        return TrainingInterrupted(f"interrupted; {self.epochs_done} epoch(s) are saved in {self.run_dir}: "
+                                   f"{instruction} to continue from there", self.run_dir, self.epochs_done)
 
 
 def train(
