@@ -246,12 +246,20 @@ def test_pareto_front():
 def test_ray_backend(tmp_path, synthetic):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    on_disk_when_student_ended = []
+
+    def log(line):
+        if line.startswith("student"):  # results.json already holds base: it is written after each experiment
+            on_disk_when_student_ended.extend(r["experiment"] for r in load_rows([tmp_path / "ray"]))
+
     try:
         rows = run_study(Study.model_validate(TWO), tmp_path / "ray", backend="ray", smoke=True, progress=False,
-                         log=lambda _: None)
+                         log=log)
     finally:
         ray.shutdown()
     assert [r["experiment"] for r in rows] == ["base", "student"]
+    assert on_disk_when_student_ended == ["base"]
+    assert [r["experiment"] for r in load_rows([tmp_path / "ray"])] == ["base", "student"]
 
 
 @pytest.mark.realdata

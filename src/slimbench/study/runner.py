@@ -370,7 +370,7 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
         atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
 
     if backend == "ray":
-        rows = _run_ray(study, out_dir, smoke, address, chosen, log)
+        rows = _run_ray(study, out_dir, smoke, address, chosen, log, write_results)
     elif backend == "local":
         data = dataset if dataset is not None else _load_data(study)
         data = smoke_dataset(data) if smoke else data
@@ -420,7 +420,7 @@ def _ray_experiment(study_json: dict[str, Any], name: str, out_dir: str, smoke: 
 
 
 def _run_ray(study: Study, out_dir: Path, smoke: bool, address: str | None, chosen: set[str],
-             log: Callable[[str], None]) -> list[dict[str, Any]]:
+             log: Callable[[str], None], on_rows: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
     try:
         import ray
     except ImportError:
@@ -433,14 +433,21 @@ def _run_ray(study: Study, out_dir: Path, smoke: bool, address: str | None, chos
         finals: dict[str, tuple[str, str]] = {}
         rows: dict[str, dict[str, Any]] = {}
         study_json = study.model_dump(mode="json", by_alias=True)
+
+        def in_order() -> list[dict[str, Any]]:
+            return [rows[e.name] for e in study.experiments if e.name in rows]
+
         for wave in _order(study):
-            wave = [e for e in wave if e.name in chosen]
-            futures = {e.name: remote.options(num_cpus=e.cpus, num_gpus=e.gpus).remote(
-                study_json, e.name, str(out_dir.resolve()), smoke, dict(finals)) for e in wave}
-            for name, future in futures.items():
+            pending = {remote.options(num_cpus=e.cpus, num_gpus=e.gpus).remote(
+                study_json, e.name, str(out_dir.resolve()), smoke, dict(finals)): e.name
+                for e in wave if e.name in chosen}
+            while pending:  # whichever finishes first is recorded first
+                [future], _ = ray.wait(list(pending), num_returns=1)
+                name = pending.pop(future)
                 rows[name], finals[name] = ray.get(future)
                 log(f"{name}: done on Ray")
-        return [rows[e.name] for e in study.experiments if e.name in rows]
+                on_rows(in_order())
+        return in_order()
     finally:
         if started_here:
             ray.shutdown()
