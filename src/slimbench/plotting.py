@@ -13,10 +13,12 @@ import matplotlib.pyplot as plt
 from slimbench.artifact import atomic_write
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> None:
-    """Render to PNG in memory, then write atomically: a crash never leaves half a picture."""
+def save_figure(fig: plt.Figure, path: str | Path, svg: bool = False) -> None:
+    """Render to PNG (and SVG beside it when asked) in memory, then write atomically: never half a picture."""
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    outputs = [(Path(path), "png")] + ([(Path(path).with_suffix(".svg"), "svg")] if svg else [])
+    for target, fmt in outputs:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")
+        atomic_write(target, buffer.getvalue())
     plt.close(fig)
-    atomic_write(path, buffer.getvalue())

@@ -110,7 +110,6 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
     """accuracy_vs_{params,macs,score}.png/.svg in ``out_dir``; returns the PNG paths."""
     import matplotlib.pyplot as plt
 
-    from slimbench.artifact import atomic_write
     from slimbench.plotting import save_figure
 
     out_dir = Path(out_dir)
@@ -143,11 +142,7 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
             _label_points(ax, points, names)
         # below the axes, where it can never hide a point
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
-        fig.tight_layout()
-        svg = io.StringIO()
-        fig.savefig(svg, format="svg", bbox_inches="tight")
-        atomic_write(out_dir / f"accuracy_vs_{key}.svg", svg.getvalue().encode())
-        save_figure(fig, out_dir / f"accuracy_vs_{key}.png")
+        save_figure(fig, out_dir / f"accuracy_vs_{key}.png", svg=True)
         written.append(out_dir / f"accuracy_vs_{key}.png")
     return written
 
@@ -205,10 +200,8 @@ def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | No
         plt.close(fig)
         return None
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set_xlim(0.5, last_epoch + 0.5)
-    if last_epoch <= 12:  # the locator falls back to fractions on very short runs
-        ax.set_xticks(range(1, last_epoch + 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
+    ax.set_xlim(0.5, last_epoch + 0.5)  # a 1-epoch run gets one tick, 1, not fractions
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
