@@ -208,6 +208,10 @@ def test_smoke_shrinks_every_stage(tmp_path, synthetic):
                      log=lambda _: None, only=["base"])
     log = next((tmp_path / "smoke" / "stages").glob("train-*/log.jsonl")).read_text().splitlines()
     assert len(log) == 1 and rows[0]["experiment"] == "base"
+    compiled = {"epochs": 50, "compile": True, "schedule": {"milestones": [30]}}
+    assert study_runner.smoke_config("train", compiled)["compile"] is False  # a minute of compiling saved
+    assert study_runner.smoke_config("prune", {"finetune": compiled})["finetune"] == {**compiled, "epochs": 1,
+                                                                                       "compile": False}
 
 
 def test_study_file_errors(tmp_path):

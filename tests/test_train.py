@@ -163,3 +163,13 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     assert metrics["processes"] == 2
     assert metrics["test_acc"] > 0.4  # chance is 0.1
     assert len((runs[0] / "log.jsonl").read_text().splitlines()) == 5  # one writer
+
+
+@pytest.mark.slow
+def test_compiled_training_learns_and_saves_a_plain_model(tmp_path, synthetic):
+    """`compile: true` (torch.compile, a minute of compiling on a CPU) trains and writes loadable weights."""
+    result = train(small_config(epochs=6, compile=True), run_dir=tmp_path / "c", progress=False, dataset=synthetic)
+    assert result.metrics["test_acc"] > 0.6  # chance is 0.1; the eager run of test_training_learns... gets there too
+    model, artifact = load_model(result.model_path)
+    assert not any(key.startswith("_orig_mod") for key in artifact.state)  # the eager model's names
+    assert not hasattr(model, "_orig_mod")

@@ -45,17 +45,21 @@ def smoke_dataset(dataset: ImageDataset) -> ImageDataset:
 
 
 def smoke_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The same stage shrunk to one epoch and small calibration/parity sets."""
+    """The same stage shrunk to one epoch and small calibration/parity sets, in eager mode.
+
+    ``compile`` is switched off: compiling costs a minute or more per model on a CPU, which a one-epoch check
+    on a few hundred images does not need (the compiled path has a slow test of its own).
+    """
     config = json.loads(json.dumps(config))
     if kind == "train":
-        config.update(epochs=1, report_test_each_epoch=False)
+        config.update(epochs=1, report_test_each_epoch=False, compile=False)
         config.setdefault("data", {})["val_size"] = SMOKE_VAL_IMAGES
         config["batch_size"] = min(int(config.get("batch_size", 128)), 64)
         config.pop("early_stop_patience", None)
         if config.get("schedule", {}).get("milestones"):
             config["schedule"]["milestones"] = []
     if kind in ("prune", "quantize") and config.get("finetune"):
-        config["finetune"] = {**config["finetune"], "epochs": 1}
+        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
     if kind == "prune" and config.get("steps", 1) > 2:
         config["steps"] = 2
     if kind == "quantize":
