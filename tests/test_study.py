@@ -287,9 +287,26 @@ def test_time_left_uses_the_median_epoch(tmp_path):
     stage.mkdir()
     (stage / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": s}) + "\n"
                                              for i, s in enumerate([10.0, 1000.0, 12.0])))
-    done, epoch_s = study_runner._epochs_logged(stage)
+    done, epoch_s, _ = study_runner._epochs_logged(stage)
     assert (done, epoch_s) == (3, 12.0)
     state = study_runner.StageState("e", 1, "train", "abc", stage, "interrupted", done, 5, epoch_s=epoch_s)
     assert state.seconds_left == 24.0
     state.state = "done"
     assert state.seconds_left is None
+
+
+def test_status_shows_the_best_epoch_so_far_of_an_unfinished_stage(tmp_path):
+    """Hours into a run, status tells the validation accuracy it would select now (and that epoch's test)."""
+    study = Study.model_validate(TWO)
+    [(_, _, _, stage_dir), _] = study_runner._plans(study, tmp_path, False)["base"][1]
+    stage_dir.mkdir(parents=True)
+    records = [{"epoch": 1, "epoch_s": 5, "val_acc": 0.4, "test_acc": 0.41},
+               {"epoch": 2, "epoch_s": 5, "val_acc": 0.6, "test_acc": 0.58},
+               {"epoch": 3, "epoch_s": 5, "val_acc": 0.5, "test_acc": 0.62}]
+    (stage_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    base_train = study_status(study, tmp_path, only=["base"])[0]
+    assert (base_train.kind, base_train.state, base_train.epochs_done) == ("train", "interrupted", 3)
+    assert (base_train.val_acc, base_train.test_acc) == (0.6, 0.58)  # epoch 2, not the best test
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(TWO))
+    result = CliRunner().invoke(app, ["study", "status", str(tmp_path / "two.yaml"), "--out", str(tmp_path)])
+    assert result.exit_code == 0 and "60.0" in result.output and "best epoch so far" in result.output, result.output

@@ -592,7 +592,8 @@ def study_status_(
     study = load_study(study_file)
     out_dir = out or _study_dir(study.name, smoke)
     states = study_status(study, out_dir, smoke=smoke, only=only)
-    table = Table(title=f"study {study.name} in {out_dir}", box=box.SIMPLE_HEAD)
+    table = Table(title=f"study {study.name} in {out_dir}", box=box.SIMPLE_HEAD,
+                  caption="val%, test% of a stage not done: its best epoch so far (by validation)")
     for col, justify in (("experiment", "left"), ("stage", "left"), ("state", "left"), ("epochs", "right"),
                          ("val%", "right"), ("test%", "right"), ("took", "right"), ("left (at most)", "right"),
                          ("directory", "left")):

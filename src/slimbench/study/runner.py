@@ -161,16 +161,20 @@ def _is_locked(stage_dir: Path) -> bool:
     return False
 
 
-def _epochs_logged(stage_dir: Path) -> tuple[int, float | None]:
-    """Training epochs on disk in a stage (its own run, or the fine-tunes of prune and QAT steps) and their
-    typical duration (the median: an epoch slowed by a paused or shared machine does not skew it)."""
-    seconds = []
-    for log in stage_dir.rglob("log.jsonl"):
+def _epochs_logged(stage_dir: Path) -> tuple[int, float | None, dict[str, Any] | None]:
+    """Training epochs on disk in a stage (its own run, or the fine-tunes of prune and QAT steps), their
+    typical duration (the median: an epoch slowed by a paused or shared machine does not skew it), and the
+    best-validation epoch so far of the newest run (a later pruning step's is the one that counts)."""
+    seconds, best = [], None
+    for log in sorted(stage_dir.rglob("log.jsonl"), key=lambda path: path.stat().st_mtime):
+        records = []
         for line in log.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):
-                seconds.append(float(json.loads(line).get("epoch_s") or 0))
+                records.append(json.loads(line))
+        seconds += [float(r.get("epoch_s") or 0) for r in records]
+        best = max((r for r in records if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default=best)
     timed = sorted(s for s in seconds if s > 0)
-    return len(seconds), (statistics.median(timed) if timed else None)
+    return len(seconds), (statistics.median(timed) if timed else None), best
 
 
 def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
@@ -196,7 +200,9 @@ def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
             elif stage_dir.is_dir():
                 state.state = "running" if _is_locked(stage_dir) else "interrupted"
             if stage_dir.is_dir():
-                state.epochs_done, state.epoch_s = _epochs_logged(stage_dir)
+                state.epochs_done, state.epoch_s, best = _epochs_logged(stage_dir)
+                if state.state != "done" and best is not None:  # so far: the epoch validation would select now
+                    state.val_acc, state.test_acc = best.get("val_acc"), best.get("test_acc")
             states.append(state)
     return states
 
