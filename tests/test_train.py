@@ -173,3 +173,18 @@ def test_compiled_training_learns_and_saves_a_plain_model(tmp_path, synthetic):
     model, artifact = load_model(result.model_path)
     assert not any(key.startswith("_orig_mod") for key in artifact.state)  # the eager model's names
     assert not hasattr(model, "_orig_mod")
+
+
+def test_channels_last_is_used_unless_an_inner_convolution_is_too_thin(tmp_path, synthetic):
+    """The image-reading stem has 3 input channels: it must not switch channels_last off for every model."""
+    from slimbench.models import build_model
+    from slimbench.train.loop import channels_last_is_safe
+
+    assert channels_last_is_safe(build_model({"model": "resnet20"}))
+    assert channels_last_is_safe(build_model({"model": "densenet121", "stem": "imagenet"}))
+    assert not channels_last_is_safe(build_model({"model": "resnet20", "width": 0.25}))  # 4-channel projections
+    result = train(small_config(epochs=1), run_dir=tmp_path / "cl", progress=False, dataset=synthetic)
+    assert result.metrics["memory_format"] == "channels_last"
+    result = train(small_config(epochs=1, channels_last=False), run_dir=tmp_path / "nchw", progress=False,
+                   dataset=synthetic)
+    assert result.metrics["memory_format"] == "contiguous"

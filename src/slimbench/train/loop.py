@@ -125,12 +125,15 @@ def resume_training(
 
 
 def channels_last_is_safe(model: nn.Module) -> bool:
-    """False for models with convolutions of 2..7 input channels (e.g. ResNet-20 at width 0.25).
+    """False for models with inner convolutions of 2..7 input channels (e.g. ResNet-20 at width 0.25).
 
     On AVX2 CPUs, torch 2.13's channels_last backward of such convolutions (seen with 1x1 stride-2
-    projections) corrupts the heap and crashes the process; contiguous memory is safe there.
+    projections) corrupts the heap and crashes the process; contiguous memory is safe there. The first
+    convolution reads the 3-channel image and is not one of them: no gradient flows back to the input, and
+    excluding it would turn channels_last off for every model.
     """
-    return not any(isinstance(m, nn.Conv2d) and 1 < m.in_channels < 8 for m in model.modules())
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return not any(1 < conv.in_channels < 8 for conv in convolutions[1:])
 
 
 class _Trainer:
@@ -496,6 +499,7 @@ class _Trainer:
             "val_images": len(self.val_x) if has_val else 0,
             "mean_images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
             "precision": self.precision,
+            "memory_format": "channels_last" if self.channels_last else "contiguous",
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "processes": self.dist.world,
