@@ -34,13 +34,14 @@ def real_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, synthetic) -> Path:
     """A small ResNet-20 that really learned the synthetic task (quantization agreement means little on noise);
-    shared by the quantization, export and QAT tests, which only read it."""
+    shared by the quantization, export and QAT tests, which only read it. Ten epochs: after six, test accuracy
+    still ranged from 71% to 97% with the seed or the memory format, and int8 agreement from 93% to 100%."""
     from slimbench.train import TrainConfig, train
 
     config = TrainConfig.model_validate({
-        "model": {"model": "resnet20", "width": 0.5}, "epochs": 6, "batch_size": 64,
+        "model": {"model": "resnet20", "width": 0.5}, "epochs": 10, "batch_size": 64,
         "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}, "schedule": {"name": "cosine"},
     })
     result = train(config, run_dir=tmp_path_factory.mktemp("trained") / "run", progress=False, dataset=synthetic)
-    assert result.metrics["test_acc"] > 0.5
+    assert result.metrics["test_acc"] > 0.9
     return result.model_path
