@@ -3,8 +3,8 @@
 Baseline: torch DataLoader with 2 workers over per-image PIL transforms (pad+random crop, flip,
 ToTensor, Normalize), fp32, contiguous NCHW, as most CIFAR tutorials write it. slimbench: the real
 ``slimbench.train.train`` on the same images (tensor-resident uint8 data, whole-batch augmentation,
-channels_last, bf16 autocast where the CPU has native bf16, optional torch.compile). Both at batch 128
-with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
+bf16 autocast where the CPU has native bf16), eager and torch.compile, each contiguous and channels_last.
+Both at batch 128 with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
 
 Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--json OUT]
 """
@@ -77,8 +77,10 @@ def baseline_throughput(images_hwc: np.ndarray, labels: np.ndarray, steps: int, 
     return seen / (time.perf_counter() - started)
 
 
-def slimbench_throughput(dataset, images: int, compile_model: bool, precision: str, channels_last: bool = True) -> float:
-    """Two epochs of the real trainer over ``images`` images; the second epoch's rate (no compile time)."""
+def slimbench_throughput(dataset, images: int, compile_model: bool, precision: str,
+                         channels_last: bool = True) -> tuple[float, str]:
+    """Two epochs of the real trainer over ``images`` images: the second epoch's rate (no compile time), and the
+    memory format the trainer really used (it falls back to contiguous where channels_last is unsafe)."""
     cfg = TrainConfig.model_validate({
         "model": {"model": "resnet20"}, "epochs": 2, "batch_size": BATCH, "compile": compile_model,
         "precision": precision, "channels_last": channels_last,
@@ -87,7 +89,7 @@ def slimbench_throughput(dataset, images: int, compile_model: bool, precision: s
     })
     with tempfile.TemporaryDirectory() as tmp:
         result = train(cfg, run_dir=Path(tmp) / "run", progress=False, dataset=dataset)
-    return result.history[-1]["images_per_s"]
+    return result.history[-1]["images_per_s"], result.metrics["memory_format"]
 
 
 def train_flops_per_image() -> float:
@@ -126,9 +128,10 @@ def main() -> None:
     results["baseline: DataLoader(2 workers) + PIL, fp32"] = baseline_throughput(hwc, dataset.train_y.numpy(),
                                                                                  args.baseline_steps)
     precision = "bf16" if native else "fp32"
-    results[f"slimbench eager, {precision}, channels_last"] = slimbench_throughput(dataset, args.images, False, precision)
-    results[f"slimbench torch.compile, {precision}, channels_last"] = slimbench_throughput(
-        dataset, args.images, True, precision)
+    for compile_model in (False, True):
+        for channels_last in (False, True):
+            ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last)
+            results[f"slimbench {'torch.compile' if compile_model else 'eager'}, {precision}, {layout}"] = ips
     flops = train_flops_per_image()
     peak, peak_rule = cpu_peak_gflops(native)
     base = next(iter(results.values()))
