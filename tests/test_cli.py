@@ -80,9 +80,13 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]
 
 
-def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_saves_and_says_how_to_resume(tmp_path, stop):
+    """SIGTERM (`kill`, a scheduler's preemption; background jobs ignore SIGINT) stops as cleanly as Ctrl-C."""
     import signal
     import time
+
+    from slimbench.runs import DB_NAME, ResultsStore
 
     runs_root = tmp_path / "runs"
     proc = subprocess.Popen(
@@ -94,11 +98,12 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and not (log.exists() and log.read_text().strip()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, stop))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "resume with" in err
     assert (runs_root / "c" / "last.pt").exists()
+    assert ResultsStore(runs_root / DB_NAME).runs(1)[0].status == "interrupted"
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path):

@@ -659,10 +659,19 @@ def report_(
     console.print(f"report: {write_report(study_dir, out)}")
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
+    import signal
+
     from slimbench.train import TrainingInterrupted
 
+    # `kill` and schedulers send SIGTERM (background jobs ignore SIGINT): stop as cleanly as Ctrl-C does,
+    # with the epoch saved and the run recorded as interrupted
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
