@@ -285,8 +285,8 @@ def test_time_left_uses_the_median_epoch(tmp_path):
     """An epoch slowed by a paused or shared machine must not inflate the estimate."""
     stage = tmp_path / "train-abc"
     stage.mkdir()
-    (stage / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": s}) + "\n"
-                                             for i, s in enumerate([10.0, 1000.0, 12.0])))
+    (stage / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": s, "eval_s": 1.0}) + "\n"
+                                             for i, s in enumerate([9.0, 1000.0, 11.0])))
     done, epoch_s, _ = study_runner._epochs_logged(stage)
     assert (done, epoch_s) == (3, 12.0)
     state = study_runner.StageState("e", 1, "train", "abc", stage, "interrupted", done, 5, epoch_s=epoch_s)

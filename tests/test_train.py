@@ -31,6 +31,7 @@ def test_training_learns_and_writes_the_run(tmp_path, synthetic):
         assert (tmp_path / "run" / name).exists(), name
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
+    assert all(h["epoch_s"] > 0 and h["eval_s"] > 0 for h in result.history)  # training and evaluation, apart
     model, artifact = load_model(result.model_path)
     assert artifact.lineage[-1]["stage"] == "train" and artifact.metrics["selection"] == "best validation accuracy"
     assert isinstance(model, torch.nn.Module)

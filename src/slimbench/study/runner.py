@@ -163,15 +163,15 @@ def _is_locked(stage_dir: Path) -> bool:
 
 def _epochs_logged(stage_dir: Path) -> tuple[int, float | None, dict[str, Any] | None]:
     """Training epochs on disk in a stage (its own run, or the fine-tunes of prune and QAT steps), their
-    typical duration (the median: an epoch slowed by a paused or shared machine does not skew it), and the
-    best-validation epoch so far of the newest run (a later pruning step's is the one that counts)."""
+    typical duration with evaluation (the median: an epoch slowed by a paused or shared machine does not
+    skew it), and the best-validation epoch so far of the newest run (a later pruning step's counts)."""
     seconds, best = [], None
     for log in sorted(stage_dir.rglob("log.jsonl"), key=lambda path: path.stat().st_mtime):
         records = []
         for line in log.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):
                 records.append(json.loads(line))
-        seconds += [float(r.get("epoch_s") or 0) for r in records]
+        seconds += [float(r.get("epoch_s") or 0) + float(r.get("eval_s") or 0) for r in records]
         best = max((r for r in records if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default=best)
     timed = sorted(s for s in seconds if s > 0)
     return len(seconds), (statistics.median(timed) if timed else None), best

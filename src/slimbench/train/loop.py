@@ -430,10 +430,12 @@ class _Trainer:
                         record["sparsity"] = self._raise_sparsity(epoch)
                     record.update(self._train_epoch(epoch, bar.advance))
                     self.train_seconds += record["epoch_s"]
+                    evaluated = time.perf_counter()
                     if has_val:
                         record["val_loss"], record["val_acc"] = self._evaluate(self.val_x, self.val_y)
                     if self.cfg.report_test_each_epoch:
                         record["test_loss"], record["test_acc"] = self._evaluate(self.dataset.test_x, self.dataset.test_y)
+                    record["eval_s"] = time.perf_counter() - evaluated  # epoch_s counts training steps only
                     record["elapsed_s"] = self.train_seconds
                     self.history.append(record)
                     # with gradual pruning only epochs at the final sparsity may be selected
