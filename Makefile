@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (install + the quickstart study on CIFAR-10, ~12 min) and `make test`.
+# Two entry points: `make demo` (install + the quickstart study on CIFAR-10, ~8 min) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
