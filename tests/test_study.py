@@ -310,3 +310,8 @@ def test_status_shows_the_best_epoch_so_far_of_an_unfinished_stage(tmp_path):
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(TWO))
     result = CliRunner().invoke(app, ["study", "status", str(tmp_path / "two.yaml"), "--out", str(tmp_path)])
     assert result.exit_code == 0 and "60.0" in result.output and "best epoch so far" in result.output, result.output
+
+
+def test_training_time_is_blank_for_experiments_that_did_not_train():
+    assert study_runner._training_seconds([{"metrics": {"train_seconds": 5.0}}, {"metrics": {"parity": 1.0}}]) == 5.0
+    assert study_runner._training_seconds([{"kind": "quantize", "metrics": {"parity": 1.0}}, {"kind": "export"}]) is None

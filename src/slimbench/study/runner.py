@@ -328,7 +328,7 @@ def result_row(study: Study, experiment: Experiment, model: Path | None, stages:
         params=int(inputs.w), macs=int(inputs.f), qw=inputs.qw, qa=inputs.qa, op_bits=inputs.max_bits,
         ps=inputs.ps, pu=inputs.pu, score=score.total, score_rule=rule.name,
         size_bytes=int(inputs.w * inputs.qw / 8),
-        train_s=sum(float((s.get("metrics") or {}).get("train_seconds", 0) or 0) for s in stages),
+        train_s=_training_seconds(stages),
         spec=_spec_of(model),
     )
     row["eligible"] = row["test_acc"] is not None and row["test_acc"] >= rule.min_accuracy
@@ -337,6 +337,13 @@ def result_row(study: Study, experiment: Experiment, model: Path | None, stages:
     if experiment.choices:
         row["choices"] = experiment.choices
     return row
+
+
+def _training_seconds(stages: list[dict[str, Any]]) -> float | None:
+    """Seconds the experiment's own stages trained; None (shown "-") when none trained, e.g. int8 or export."""
+    seconds = [(record.get("metrics") or {}).get("train_seconds") for record in stages]
+    trained = [float(value) for value in seconds if isinstance(value, int | float)]
+    return sum(trained) if trained else None
 
 
 def _spec_of(model: Path | None) -> dict[str, Any] | None:
