@@ -95,3 +95,22 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(saved, monkeypatch):
         save_artifact(Artifact(spec=SPEC | {"shortcut": "B", "num_classes": 10}, state={}), path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp makes 0600 files: a report or model written through it must not become private to its writer."""
+    import os
+    import stat
+
+    from slimbench import artifact
+
+    mask = os.umask(0o022)
+    try:
+        assert artifact._new_file_mode() == 0o644
+    finally:
+        os.umask(mask)
+    artifact.atomic_write(tmp_path / "new.html", b"<html>")
+    assert stat.S_IMODE((tmp_path / "new.html").stat().st_mode) == 0o666 & ~mask  # as open() would make it
+    (tmp_path / "new.html").chmod(0o640)
+    artifact.atomic_write(tmp_path / "new.html", b"<html>again")  # a replaced file keeps its mode
+    assert stat.S_IMODE((tmp_path / "new.html").stat().st_mode) == 0o640

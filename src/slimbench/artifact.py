@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import stat
 import subprocess
 import tempfile
 import zipfile
@@ -85,12 +86,31 @@ def state_digest(
     return h.hexdigest()
 
 
+def _new_file_mode() -> int:
+    """What ``open()`` would give a new file under this process's umask (mkstemp alone gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _new_file_mode()  # read once, at import: setting the umask to read it is not thread-safe
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: readers never see half a file."""
+    """Write to a temporary file beside ``path``, fsync, then rename: readers never see half a file.
+
+    The file gets the permissions a plain write would: those of the file it replaces, else the umask's.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = _NEW_FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
