@@ -19,6 +19,24 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLIMBENCH_CIFAR_URL", raising=False)
 
 
+@pytest.fixture
+def interrupt_next_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next `slimbench.train.train` call stops after its first epoch as Ctrl-C would; later ones run whole."""
+    import slimbench.train as training
+
+    real_train = training.train
+
+    def stop_after_first_epoch(*args, **kwargs):
+        monkeypatch.setattr(training, "train", real_train)
+
+        def stop(record):
+            raise KeyboardInterrupt
+
+        return real_train(*args, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(training, "train", stop_after_first_epoch)
+
+
 @pytest.fixture(scope="session")
 def synthetic():
     return make_synthetic(num_train=512, num_test=128)

@@ -147,26 +147,15 @@ def test_iterative_structured_with_fine_tuning_and_resume(tmp_path, synthetic):
         prune(path, cfg.model_copy(update={"ratio": 0.5}), run_dir=tmp_path / "it", dataset=synthetic, progress=False)
 
 
-def test_interrupted_fine_tune_says_run_the_pipeline_again(tmp_path, synthetic, monkeypatch):
+def test_interrupted_fine_tune_says_run_the_pipeline_again(tmp_path, synthetic, interrupt_next_training):
     """The trainer's own hint (`train --resume`) would leave the pipeline's later steps undone."""
-    import slimbench.train as training
     from slimbench.train import TrainingInterrupted
 
     path = _save(tmp_path, {"model": "resnet20", "width": 0.25})
     cfg = PruneConfig(ratio=0.3, finetune={"epochs": 2, "data": {"name": "synthetic", "val_size": 64}})
-    real_train = training.train
-
-    def stop_after_first_epoch(*args, **kwargs):
-        def stop(record):
-            if record["epoch"] == 1:
-                raise KeyboardInterrupt
-        return real_train(*args, on_epoch=stop, **kwargs)
-
-    monkeypatch.setattr(training, "train", stop_after_first_epoch)
     with pytest.raises(TrainingInterrupted, match=r"1 epoch.* run the same command again") as caught:
         prune(path, cfg, run_dir=tmp_path / "p", dataset=synthetic, progress=False)
     assert "--resume" not in str(caught.value)
-    monkeypatch.setattr(training, "train", real_train)
     result = prune(path, cfg, run_dir=tmp_path / "p", dataset=synthetic, progress=False)
     assert [s["stage"] for s in load_model(result.model_path)[1].lineage] == ["prune", "train"]
 

@@ -49,22 +49,12 @@ def _run(tmp_path, synthetic, **kwargs):
                      log=lambda _: None, **kwargs)
 
 
-def test_an_interrupted_training_stage_says_run_the_study_again(tmp_path, synthetic, monkeypatch):
-    import slimbench.train as training
+def test_an_interrupted_training_stage_says_run_the_study_again(tmp_path, synthetic, interrupt_next_training):
     from slimbench.train import TrainingInterrupted
 
-    real_train = training.train
-
-    def stop_after_first_epoch(*args, **kwargs):
-        def stop(record):
-            raise KeyboardInterrupt
-        return real_train(*args, on_epoch=stop, **kwargs)
-
-    monkeypatch.setattr(training, "train", stop_after_first_epoch)
     with pytest.raises(TrainingInterrupted, match=r"1 epoch.* run the study again") as caught:
         _run(tmp_path, synthetic, only=["base"])
     assert "--resume" not in str(caught.value)
-    monkeypatch.setattr(training, "train", real_train)
     [row] = _run(tmp_path, synthetic, only=["base"])
     assert row["experiment"] == "base"
 
