@@ -163,3 +163,61 @@ def test_torchscript_export(tmp_path, trained, synthetic):
     assert result.path.name == "model.torchscript.pt" and result.parity["top1_agreement"] == 1.0
     with pytest.raises(ExportError, match="float32 only"):
         export(trained, tmp_path / "ts16", format="torchscript", precision="fp16", dataset=synthetic)
+
+
+_WITHOUT_TORCH = """
+import runpy, sys
+for name in ("torch", "slimbench"):  # importing either now fails: the script must not need them
+    sys.modules[name] = None
+sys.argv = ["predict.py", sys.argv[2]]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def _load_predict(path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"predict_{abs(hash(str(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_predict_script_runs_the_export_without_slimbench_or_torch(tmp_path, trained, synthetic):
+    import subprocess
+    import sys
+
+    result = export(trained, tmp_path / "e", dataset=synthetic, latency=False)
+    script = tmp_path / "e" / "predict.py"
+    assert script in result.extra_files and "python predict.py images.npy" in result.card.read_text()
+    assert "Not measured (exported with `--no-latency`)" in result.card.read_text()
+    images = synthetic.test_x[:40]
+    model, _ = load_model(trained)
+    with torch.no_grad():
+        from slimbench.data import normalize
+
+        reference = model.eval()(normalize(images, channels_last=False))
+    np.save(tmp_path / "images.npy", images.permute(0, 2, 3, 1).numpy())  # the script takes [N, H, W, 3] RGB
+    run = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH.format(script=str(script)), "-", str(tmp_path / "images.npy")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    printed = [line.split(" ", 1)[1] for line in run.stdout.splitlines()]
+    assert printed == [synthetic.classes[i] for i in reference.argmax(1)]
+
+    predict = _load_predict(script)
+    assert np.abs(predict.logits(images.permute(0, 2, 3, 1).numpy()) - reference.numpy()).max() < 1e-3
+    with pytest.raises(ValueError, match=r"expected uint8 RGB images shaped \[N, 32, 32, 3\]"):
+        predict.logits(images.numpy())  # NCHW instead of NHWC
+
+
+def test_predict_script_with_a_fixed_batch_and_fp16(tmp_path, trained, synthetic):
+    images = synthetic.test_x[:20].permute(0, 2, 3, 1).numpy()
+    fixed = export(trained, tmp_path / "b8", dataset=synthetic, dynamic_batch=False, batch_size=8, latency=False)
+    half = export(trained, tmp_path / "h", precision="fp16", dataset=synthetic, latency=False)
+    dynamic = export(trained, tmp_path / "d", dataset=synthetic, latency=False)
+    expected = _load_predict(dynamic.path.parent / "predict.py").logits(images)
+    by_eight = _load_predict(fixed.path.parent / "predict.py").logits(images)  # 8 + 8 + 4 padded to 8
+    assert by_eight.shape == expected.shape and np.abs(by_eight - expected).max() < 1e-4
+    in_half = _load_predict(half.path.parent / "predict.py")
+    assert (in_half.logits(images).argmax(1) == expected.argmax(1)).mean() >= 0.95
+    assert in_half.classify(images[0]) == [synthetic.classes[int(expected[0].argmax())]]

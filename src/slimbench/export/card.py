@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.artifact import atomic_write
+from slimbench.data import CIFAR_MEAN, CIFAR_STD
 from slimbench.measure.counts import ModelCounts
 from slimbench.measure.latency import Latency
 from slimbench.score import ScoreInputs, compute_score, pruning_ratios
@@ -40,8 +41,34 @@ def _lineage_rows(lineage: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _floats(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:.8g}" for v in values)
+
+
+def _latency_rows(timings: list[Latency], measured: bool) -> list[str]:
+    if not timings:
+        return ["Not measured" + (" (exported with `--no-latency`)." if not measured else ".")]
+    return ["| engine | median ms | p90 ms | p99 ms | images/s | threads |", "|---|---|---|---|---|---|",
+            *[f"| {t.engine} | {t.median_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.images_per_s:.0f} | "
+              f"{t.threads} |" for t in timings]]
+
+
+def _run_it(model_file: Path, script: Path | None) -> list[str]:
+    if script is None:
+        return []
+    return ["## Run it without slimbench", "",
+            f"`{script.name}` (beside the model) needs only NumPy and ONNX Runtime; it applies the normalisation "
+            "above and names the classes:", "",
+            "```",
+            "pip install numpy onnxruntime",
+            f"python {script.name} images.npy   # uint8 RGB images [N, H, W, 3]; prints one class name per image",
+            "```", "",
+            f"From Python: `from predict import classify, logits`. Keep `{script.name}` beside `{model_file.name}`.", ""]
+
+
 def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], counts: ModelCounts,
-                     parity: dict[str, Any], timings: list[Latency], commands: list[str]) -> Path:
+                     parity: dict[str, Any], timings: list[Latency], commands: list[str],
+                     predict_script: Path | None = None, latency_measured: bool = True) -> Path:
     quant = sidecar.get("quant") or {}
     lineage = sidecar.get("lineage") or []
     metrics = sidecar.get("metrics") or {}
@@ -58,7 +85,8 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         f"- Architecture: `{json.dumps(sidecar.get('spec'))}`"
         + (f", {len(sidecar['structure'])} layers resized by structured pruning" if sidecar.get("structure") else ""),
         f"- File: `{model_file.name}`, {model_file.stat().st_size:,} bytes, input `images` float "
-        f"[N, {', '.join(map(str, counts.input_shape))}] normalised with the CIFAR mean/std, output `logits`",
+        f"[N, {', '.join(map(str, counts.input_shape))}], RGB scaled to [0, 1] then normalised per channel with mean "
+        f"({_floats(CIFAR_MEAN)}) and std ({_floats(CIFAR_STD)}); output `logits`",
         f"- Parameters: {counts.params:,} ({counts.nonzero_params:,} non-zero); MACs per image: {counts.macs:,} "
         f"(rule {counts.rule})",
         f"- Bits: weights {qw:.3g}, activations {qa:.3g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
@@ -74,11 +102,9 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         "",
         "## Latency on this CPU (batch 1)",
         "",
-        "| engine | median ms | p90 ms | p99 ms | images/s | threads |",
-        "|---|---|---|---|---|---|",
-        *[f"| {t.engine} | {t.median_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.images_per_s:.0f} | {t.threads} |"
-          for t in timings],
+        *_latency_rows(timings, latency_measured),
         "",
+        *_run_it(model_file, predict_script),
         "## Lineage",
         "",
         *_lineage_rows(lineage),

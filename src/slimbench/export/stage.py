@@ -17,6 +17,7 @@ from slimbench.data import ImageDataset
 from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
 from slimbench.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
+from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
@@ -98,7 +99,10 @@ def export(
         timings = [measure_latency(model.float(), batch_size, input_shape, repeats=30),
                    measure_onnx_latency(path, batch_size, input_shape, repeats=30)]
     counts = count_model(model.float(), input_shape)
-    card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [])
+    script = write_predict_script(out_dir, path, data.classes, input_shape)  # type: ignore[arg-type]
+    extra.append(script)
+    card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
+                            predict_script=script, latency_measured=latency)
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
 
 

@@ -1,0 +1,100 @@
+"""`predict.py` beside every ONNX export: the model run with NumPy and ONNX Runtime only, no slimbench, no torch.
+
+The exported graph starts at normalised float input, so whoever deploys it must reproduce the training
+pipeline's preprocessing exactly; the script carries the constants and the class names, and the export
+tests run it against the PyTorch model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from slimbench.artifact import atomic_write
+from slimbench.data import CIFAR_MEAN, CIFAR_STD
+from slimbench.errors import ExportError
+
+_SCRIPT = Template('''"""Classify images with $model_file using NumPy and ONNX Runtime only (written by slimbench export).
+
+    pip install numpy onnxruntime
+    python predict.py images.npy     # uint8 RGB images shaped [N, $height, $width, 3] (or one [$height, $width, 3])
+
+or, from Python: `from predict import classify; classify(images)` -> class names.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+MODEL = Path(__file__).with_name("$model_file")
+HEIGHT, WIDTH = $height, $width
+# (x / 255 - mean) / std per RGB channel, written as the one multiply-add the training pipeline uses
+MEAN = np.array($mean, dtype=np.float64)
+STD = np.array($std, dtype=np.float64)
+SCALE = (1.0 / (255.0 * STD)).astype(np.float32).reshape(1, 3, 1, 1)
+SHIFT = (-MEAN / STD).astype(np.float32).reshape(1, 3, 1, 1)
+CLASSES = $classes
+
+_session = None
+
+
+def _load():
+    global _session
+    if _session is None:
+        _session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    return _session
+
+
+def logits(images):
+    """uint8 RGB images [N, H, W, 3] (or one [H, W, 3]) -> float32 logits [N, outputs]."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (HEIGHT, WIDTH, 3):
+        raise ValueError(f"expected uint8 RGB images shaped [N, {HEIGHT}, {WIDTH}, 3], "
+                         f"got {images.dtype} {list(images.shape)}")
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) * SCALE + SHIFT
+    session = _load()
+    entry = session.get_inputs()[0]
+    if entry.type == "tensor(float16)":
+        x = x.astype(np.float16)
+    batch = entry.shape[0]
+    if not isinstance(batch, int):  # exported with a dynamic batch
+        return session.run(None, {entry.name: x})[0].astype(np.float32)
+    outputs = []  # a fixed-batch export: feed whole batches, the last one padded
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - real, *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(session.run(None, {entry.name: chunk})[0][:real])
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def classify(images):
+    """uint8 RGB images -> class names (an output beyond the dataset's classes is named by its index)."""
+    return [CLASSES[i] if i < len(CLASSES) else f"output {i}" for i in logits(images).argmax(1)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python predict.py images.npy")
+    for i, name in enumerate(classify(np.load(sys.argv[1]))):
+        print(i, name)
+''')
+
+
+def write_predict_script(out_dir: Path, model_file: Path, classes: tuple[str, ...],
+                         image_shape: tuple[int, int, int]) -> Path:
+    """Write ``out_dir/predict.py`` for ``model_file`` (an ONNX file in ``out_dir``)."""
+    channels, height, width = image_shape
+    if channels != 3:
+        raise ExportError(f"predict.py handles RGB images; this model takes {channels} channels")
+    script = _SCRIPT.substitute(model_file=model_file.name, height=height, width=width,
+                                mean=repr(list(CIFAR_MEAN)), std=repr(list(CIFAR_STD)),
+                                classes=repr(list(classes)))
+    path = out_dir / "predict.py"
+    atomic_write(path, script.encode())
+    return path
