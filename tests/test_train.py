@@ -189,3 +189,15 @@ def test_channels_last_is_used_unless_an_inner_convolution_is_too_thin(tmp_path,
     result = train(small_config(epochs=1, channels_last=False), run_dir=tmp_path / "nchw", progress=False,
                    dataset=synthetic)
     assert result.metrics["memory_format"] == "contiguous"
+    assert [json.loads(line)["memory_format"] for line in (tmp_path / "nchw" / "log.jsonl").read_text().splitlines()] \
+        == ["contiguous"]
+
+
+def test_a_resumed_run_reports_each_layout_it_trained_in():
+    from slimbench.train.loop import describe_memory_formats
+
+    history = [{"epoch": 1}, {"epoch": 2}] + [{"epoch": e, "memory_format": "contiguous"} for e in (3, 4)] + [
+        {"epoch": 5, "memory_format": "channels_last"}]
+    assert describe_memory_formats(history) == ("unrecorded (epochs 1-2), contiguous (epochs 3-4), "
+                                                "channels_last (epoch 5)")
+    assert describe_memory_formats(history[2:4]) == "contiguous"

@@ -137,6 +137,21 @@ def channels_last_is_safe(model: nn.Module) -> bool:
     return not any(1 < conv.in_channels < 8 for conv in convolutions[1:])
 
 
+def describe_memory_formats(history: list[dict[str, Any]]) -> str:
+    """The layout every epoch trained in: one name, or runs of epochs when a resumed run changed layout."""
+    spans: list[list[Any]] = []  # [layout, first epoch, last epoch]
+    for record in history:
+        layout = record.get("memory_format", "unrecorded")
+        if spans and spans[-1][0] == layout:
+            spans[-1][2] = record["epoch"]
+        else:
+            spans.append([layout, record["epoch"], record["epoch"]])
+    if len(spans) == 1:
+        return spans[0][0]
+    return ", ".join(f"{layout} (epochs {first}-{last})" if first != last else f"{layout} (epoch {first})"
+                     for layout, first, last in spans)
+
+
 class _Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, dataset: ImageDataset | None,
                  store: str | Path | None = None) -> None:
@@ -430,6 +445,7 @@ class _Trainer:
                     if self.gradual:
                         record["sparsity"] = self._raise_sparsity(epoch)
                     record.update(self._train_epoch(epoch, bar.advance))
+                    record["memory_format"] = "channels_last" if self.channels_last else "contiguous"
                     self.train_seconds += record["epoch_s"]
                     evaluated = time.perf_counter()
                     if has_val:
@@ -502,7 +518,7 @@ class _Trainer:
             "val_images": len(self.val_x) if has_val else 0,
             "mean_images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
             "precision": self.precision,
-            "memory_format": "channels_last" if self.channels_last else "contiguous",
+            "memory_format": describe_memory_formats(self.history),
             "device": str(self.device),
             "threads": torch.get_num_threads(),
             "processes": self.dist.world,
