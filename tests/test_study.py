@@ -219,7 +219,7 @@ def test_study_file_errors(tmp_path):
         load_study(path)
 
 
-@pytest.mark.parametrize("name", ["quickstart", "brief", "fixed"])
+@pytest.mark.parametrize("name", ["quickstart", "brief", "fixed", "frontier"])
 def test_shipped_study_files_are_valid(name):
     study = load_study(ROOT / "studies" / f"{name}.yaml")
     assert study.experiments
@@ -305,3 +305,43 @@ def test_status_shows_the_best_epoch_so_far_of_an_unfinished_stage(tmp_path):
 def test_training_time_is_blank_for_experiments_that_did_not_train():
     assert study_runner._training_seconds([{"metrics": {"train_seconds": 5.0}}, {"metrics": {"parity": 1.0}}]) == 5.0
     assert study_runner._training_seconds([{"kind": "quantize", "metrics": {"parity": 1.0}}, {"kind": "export"}]) is None
+
+
+def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, synthetic):
+    """A model trained before enters a study as a row of its own and as the input of compression stages."""
+    import shutil
+
+    from slimbench.artifact import load_artifact
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    shutil.copy(trained, folder / "model.pt")
+    study = {"name": "mine", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "given", "checkpoint": "model.pt"},  # relative to the study file
+        {"name": "given-pruned", "checkpoint": "model.pt", "stages": [{"prune": {"kind": "structured", "ratio": 0.3}}]},
+        # ratios count against the original architecture: 0.5 after 0.3 removes another fifth of it
+        {"name": "pruned-again", "from": "given-pruned", "stages": [{"prune": {"kind": "structured", "ratio": 0.5}}]},
+    ]}
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    loaded = load_study(folder / "study.yaml")
+    rows = run_study(loaded, tmp_path / "out", dataset=synthetic, progress=False, log=lambda _: None)
+    given, pruned, again = rows
+    parent = load_artifact(trained)
+    assert given["stages"] == [] and given["test_acc"] == parent.metrics["test_acc"]
+    assert given["params"] == parent.metrics["params"] > pruned["params"] > again["params"]
+    assert [s.state for s in study_status(loaded, tmp_path / "out")] == ["done", "done"]
+
+    # the file's contents key the stages: the same model elsewhere is the same study, a changed one is not
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    assert [s.state for s in study_status(load_study(moved / "study.yaml"), tmp_path / "out")] == ["done", "done"]
+    shutil.copy(again["model_path"], moved / "model.pt")
+    assert [s.state for s in study_status(load_study(moved / "study.yaml"), tmp_path / "out")] == ["pending"] * 2
+
+    with pytest.raises(ValueError, match="not both"):
+        Study.model_validate({**study, "experiments": [{"name": "x", "from": "y", "checkpoint": "m.pt"}]})
+    with pytest.raises(ValueError, match="needs stages"):
+        Study.model_validate({**study, "experiments": [{"name": "x"}]})
+    (folder / "model.pt").unlink()
+    with pytest.raises(ConfigError, match=r"checkpoint .*model.pt does not exist"):
+        run_study(loaded, tmp_path / "out", dataset=synthetic, progress=False, log=lambda _: None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import statistics
@@ -107,12 +108,36 @@ def _stage_plan(study: Study, experiment: Experiment, start_key: str, out_dir: P
     return planned
 
 
+def _start(experiment: Experiment, finals: dict[str, tuple[str, Path]]) -> tuple[str, Path | None]:
+    """The key and model an experiment starts from: another experiment's final model, a checkpoint, or nothing."""
+    if experiment.start:
+        return finals[experiment.start]
+    if experiment.checkpoint:
+        path = Path(experiment.checkpoint).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"experiment {experiment.name!r}: checkpoint {path} does not exist")
+        stat = path.stat()
+        return f"file:{_file_digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)}", path
+    return "", None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    """The checkpoint's contents, not its path, key what follows it: a moved file keeps its stages, a changed one
+    does not (mtime and size only make the cache forget a rewritten file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _plans(study: Study, out_dir: Path, smoke: bool) -> dict[str, tuple[str, list[tuple[str, dict[str, Any], str, Path]]]]:
     """Every experiment's final stage key and planned stages, computed from the file alone."""
     finals_keys: dict[str, tuple[str, Path]] = {}
     plans = {}
     for experiment in study.experiments:
-        start_key = finals_keys[experiment.start][0] if experiment.start else ""
+        start_key = _start(experiment, finals_keys)[0]
         planned = _stage_plan(study, experiment, start_key, out_dir, smoke, finals_keys)
         finals_keys[experiment.name] = (planned[-1][2] if planned else start_key, Path())
         plans[experiment.name] = (finals_keys[experiment.name][0], planned)
@@ -276,7 +301,7 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
                    finals: dict[str, tuple[str, Path]], smoke: bool = False, progress: bool = True,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or skip, or resume) each stage of ``experiment``; returns its result row."""
-    key, model = finals[experiment.start] if experiment.start else ("", None)
+    key, model = _start(experiment, finals)
     last_pt = model
     stage_records = []
     started = time.perf_counter()

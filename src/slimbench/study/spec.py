@@ -14,6 +14,10 @@ experiments:
     from: resnet20                # starts from that experiment's final model
     stages:
       - train: {model: {model: resnet20, width: 0.5}, distill: {teacher: "@resnet20"}}
+  - name: mine
+    checkpoint: runs/mine/model.pt   # starts from a model trained before (relative to this file's folder);
+    stages:                          # with no stages, the experiment is that model, measured as it is
+      - quantize: {mode: int8}
 ```
 
 A stage is a mapping with one key: ``train``, ``prune``, ``quantize`` or ``export``; its value is the same
@@ -50,7 +54,8 @@ class Experiment(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     start: str | None = Field(None, alias="from")  # another experiment whose final model this one starts from
-    stages: list[dict[str, Any]] = Field(min_length=1)
+    checkpoint: str | None = None  # or a model artifact file; its contents (SHA-256) key the stages after it
+    stages: list[dict[str, Any]] = []
     reported: Reported | None = None
     choices: str | None = None  # where the source is ambiguous: what this file chose, and why
     cpus: float = Field(1, gt=0)  # resources one experiment asks of a Ray cluster
@@ -66,6 +71,14 @@ class Experiment(StrictModel):
             if not isinstance(next(iter(stage.values())) or {}, dict):
                 raise ValueError(f"stage {i + 1}: its config must be a mapping")
         return stages
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Experiment:
+        if self.start and self.checkpoint:
+            raise ValueError(f"experiment {self.name!r}: give `from` or `checkpoint`, not both")
+        if not self.stages and not self.checkpoint:
+            raise ValueError(f"experiment {self.name!r} needs stages (or a checkpoint, to measure it as it is)")
+        return self
 
 
 class Study(StrictModel):
@@ -111,4 +124,8 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
-    return validate(Study, read_yaml(path), str(path))
+    study = validate(Study, read_yaml(path), str(path))
+    for experiment in study.experiments:  # a checkpoint path in the file means: beside the file
+        if experiment.checkpoint and not Path(experiment.checkpoint).expanduser().is_absolute():
+            experiment.checkpoint = str((path.parent / experiment.checkpoint).resolve())
+    return study
