@@ -181,6 +181,18 @@ def test_tampered_structure_is_refused(tmp_path):
         load_model(tmp_path / "bad.pt")
 
 
+@pytest.mark.parametrize("kind", ["structured", "unstructured"])
+def test_a_ratio_already_reached_is_an_error_not_a_silent_copy(tmp_path, kind):
+    """Ratios count against the original architecture: 0.3 again after 0.3 would remove nothing."""
+    path = _save(tmp_path, {"model": "resnet20", "width": 0.5})
+    once = prune(path, PruneConfig(kind=kind, ratio=0.3), run_dir=tmp_path / "once", progress=False)
+    with pytest.raises(ConfigError, match=r"ratio 0.3 removed nothing: ratios count against the original"):
+        prune(once.model_path, PruneConfig(kind=kind, ratio=0.3), run_dir=tmp_path / "twice", progress=False)
+    # the refused run left nothing that would stop the corrected command from using the same directory
+    twice = prune(once.model_path, PruneConfig(kind=kind, ratio=0.5), run_dir=tmp_path / "twice", progress=False)
+    assert twice.metrics["steps"][-1]["nonzero_after"] < once.metrics["steps"][-1]["nonzero_after"]
+
+
 def test_config_rejects_impossible_combinations():
     with pytest.raises(ValueError, match="unstructured pruning ranks weights"):
         PruneConfig(kind="unstructured", method="taylor")

@@ -102,6 +102,11 @@ def prune_model(
     after = count_model(pruned.eval(), input_shape)
     structured_removed = before.params - after.params
     newly_zero = (before.nonzero_params - after.nonzero_params) - structured_removed
+    if ratio > 0 and structured_removed <= 0 and newly_zero <= 0:
+        raise ConfigError(
+            f"pruning to ratio {ratio} removed nothing: ratios count against the original architecture "
+            f"({original.params:,} parameters), of which this model keeps {before.nonzero_params:,} non-zero; "
+            "ask for a higher ratio")
     record.update(
         original_params=original.params, original_macs=original.macs,
         params_before=before.params, params_after=after.params,
@@ -146,6 +151,7 @@ def prune(
     parent = load_artifact(checkpoint)
     path = Path(run_dir) if run_dir else make_run_dir(config.name, f"{parent.spec['model']}-pruned", runs_root)
     saved = path / "prune.yaml"
+    fresh = not saved.exists()
     if saved.exists():
         previous = validate(PruneConfig, read_yaml(saved), str(saved))
         if previous != config:
@@ -169,7 +175,12 @@ def prune(
         pruned_path = step_dir / "pruned.pt"
         if not pruned_path.exists():
             model, current = load_model(current_path)
-            pruned, record = prune_model(model, current.spec, config, ratio, input_shape, calibrate)
+            try:
+                pruned, record = prune_model(model, current.spec, config, ratio, input_shape, calibrate)
+            except ConfigError:
+                if fresh and k == 1:  # nothing was done: the corrected command may reuse the directory
+                    saved.unlink()
+                raise
             record["step"] = k
             save_artifact(_pruned_artifact(current, pruned, config, record), pruned_path)
         pruned_artifact = load_artifact(pruned_path)
