@@ -329,14 +329,20 @@ def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, syntheti
     parent = load_artifact(trained)
     assert given["stages"] == [] and given["test_acc"] == parent.metrics["test_acc"]
     assert given["params"] == parent.metrics["params"] > pruned["params"] > again["params"]
-    assert [s.state for s in study_status(loaded, tmp_path / "out")] == ["done", "done"]
+    status = study_status(loaded, tmp_path / "out")
+    assert [(s.kind, s.state) for s in status] == [("checkpoint", "given"), ("checkpoint", "given"), ("prune", "done"),
+                                                    ("prune", "done")]
+    assert status[0].directory == folder / "model.pt"
 
     # the file's contents key the stages: the same model elsewhere is the same study, a changed one is not
     moved = tmp_path / "moved"
     shutil.copytree(folder, moved)
-    assert [s.state for s in study_status(load_study(moved / "study.yaml"), tmp_path / "out")] == ["done", "done"]
+    def stage_states(study_file):
+        return [s.state for s in study_status(load_study(study_file), tmp_path / "out") if s.kind != "checkpoint"]
+
+    assert stage_states(moved / "study.yaml") == ["done", "done"]
     shutil.copy(again["model_path"], moved / "model.pt")
-    assert [s.state for s in study_status(load_study(moved / "study.yaml"), tmp_path / "out")] == ["pending"] * 2
+    assert stage_states(moved / "study.yaml") == ["pending", "pending"]
 
     with pytest.raises(ValueError, match="not both"):
         Study.model_validate({**study, "experiments": [{"name": "x", "from": "y", "checkpoint": "m.pt"}]})

@@ -598,14 +598,15 @@ def study_status_(
                          ("val%", "right"), ("test%", "right"), ("took", "right"), ("left (at most)", "right"),
                          ("directory", "left")):
         table.add_column(col, justify=justify)
-    colour = {"done": "green", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
+    colour = {"done": "green", "running": "cyan", "interrupted": "yellow", "pending": "dim", "given": "blue"}
     for s in states:
         epochs = f"{s.epochs_done}/{s.epochs_planned}" if s.epochs_planned else (str(s.epochs_done) if s.epochs_done else "")
         table.add_row(s.experiment, f"{s.index}. {s.kind}", f"[{colour[s.state]}]{s.state}[/]", epochs,
                       _pct(s.val_acc).rstrip("%"), _pct(s.test_acc).rstrip("%"),
-                      _duration(s.wall_s), _duration(s.seconds_left), s.directory.name)
+                      _duration(s.wall_s), _duration(s.seconds_left),
+                      os.path.relpath(s.directory) if s.kind == "checkpoint" else s.directory.name)
     console.print(table)
-    counts = {state: sum(1 for s in states if s.state == state) for state in colour}
+    counts = {state: sum(1 for s in states if s.state == state and s.kind != "checkpoint") for state in colour}
     console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no stages")
 
 

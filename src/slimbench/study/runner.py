@@ -153,7 +153,7 @@ class StageState:
     kind: str
     key: str
     directory: Path
-    state: str  # done, running, interrupted, pending
+    state: str  # done, running, interrupted, pending; given (a checkpoint the experiment starts from)
     epochs_done: int = 0
     epochs_planned: int | None = None
     val_acc: float | None = None
@@ -208,9 +208,17 @@ def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
     out_dir = Path(out_dir)
     chosen = _chosen(study, only)
     states = []
+    experiments = {e.name: e for e in study.experiments}
     for name, (_, planned) in _plans(study, out_dir, smoke).items():
         if name not in chosen:
             continue
+        checkpoint = experiments[name].checkpoint
+        if checkpoint:  # the model it starts from, given rather than made by the study
+            from slimbench.artifact import load_artifact
+
+            metrics = load_artifact(checkpoint).metrics
+            states.append(StageState(name, 0, "checkpoint", "", Path(checkpoint), "given",
+                                     val_acc=metrics.get("val_acc"), test_acc=metrics.get("test_acc")))
         for index, (kind, config, key, stage_dir) in enumerate(planned, start=1):
             state = StageState(name, index, kind, key, stage_dir, "pending")
             if kind == "train":
