@@ -169,7 +169,7 @@ _WITHOUT_TORCH = """
 import runpy, sys
 for name in ("torch", "slimbench"):  # importing either now fails: the script must not need them
     sys.modules[name] = None
-sys.argv = ["predict.py", sys.argv[2]]
+sys.argv = ["predict.py", *sys.argv[2:]]
 runpy.run_path({script!r}, run_name="__main__")
 """
 
@@ -203,6 +203,15 @@ def test_predict_script_runs_the_export_without_slimbench_or_torch(tmp_path, tra
     assert run.returncode == 0, run.stderr
     printed = [line.split(" ", 1)[1] for line in run.stdout.splitlines()]
     assert printed == [synthetic.classes[i] for i in reference.argmax(1)]
+    from PIL import Image
+
+    pictures = [tmp_path / "first.png", tmp_path / "second.png"]  # lossless, at the input size: the same pixels
+    for picture, image in zip(pictures, images[:2], strict=True):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(picture)
+    run = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH.format(script=str(script)), "-", *map(str, pictures)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [f"{picture} {name}" for picture, name in zip(pictures, printed, strict=False)]
 
     predict = _load_predict(script)
     assert np.abs(predict.logits(images.permute(0, 2, 3, 1).numpy()) - reference.numpy()).max() < 1e-3

@@ -328,6 +328,7 @@ def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, syntheti
     given, pruned, again = rows
     parent = load_artifact(trained)
     assert given["stages"] == [] and given["test_acc"] == parent.metrics["test_acc"]
+    assert given["val_acc"] == parent.metrics["val_acc"] and given["train_s"] is None  # the study did not train it
     assert given["params"] == parent.metrics["params"] > pruned["params"] > again["params"]
     status = study_status(loaded, tmp_path / "out")
     assert [(s.kind, s.state) for s in status] == [("checkpoint", "given"), ("checkpoint", "given"), ("prune", "done"),

@@ -62,6 +62,7 @@ def _run_it(model_file: Path, script: Path | None) -> list[str]:
             "```",
             "pip install numpy onnxruntime",
             f"python {script.name} images.npy   # uint8 RGB images [N, H, W, 3]; prints one class name per image",
+            f"python {script.name} cat.png       # picture files, resized to the input size (needs Pillow)",
             "```", "",
             f"From Python: `from predict import classify, logits`. Keep `{script.name}` beside `{model_file.name}`.", ""]
 

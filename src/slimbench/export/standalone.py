@@ -18,6 +18,7 @@ _SCRIPT = Template('''"""Classify images with $model_file using NumPy and ONNX R
 
     pip install numpy onnxruntime
     python predict.py images.npy     # uint8 RGB images shaped [N, $height, $width, 3] (or one [$height, $width, 3])
+    python predict.py cat.png dog.jpg  # picture files, resized to $width x $height (needs Pillow)
 
 or, from Python: `from predict import classify; classify(images)` -> class names.
 """
@@ -78,11 +79,26 @@ def classify(images):
     return [CLASSES[i] if i < len(CLASSES) else f"output {i}" for i in logits(images).argmax(1)]
 
 
+def read_pictures(paths):
+    """Picture files (PNG, JPEG, ...) -> uint8 RGB [N, H, W, 3], each resized to the model's input size."""
+    try:
+        from PIL import Image
+    except ImportError:
+        sys.exit("reading pictures needs Pillow (pip install pillow); or pass a .npy file of uint8 images")
+    return np.stack([np.asarray(Image.open(path).convert("RGB").resize((WIDTH, HEIGHT), Image.BILINEAR))
+                     for path in paths])
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python predict.py images.npy")
-    for i, name in enumerate(classify(np.load(sys.argv[1]))):
-        print(i, name)
+    files = sys.argv[1:]
+    if not files:
+        sys.exit("usage: python predict.py images.npy | picture.png [picture.jpg ...]")
+    if len(files) == 1 and files[0].endswith(".npy"):
+        names, images = None, np.load(files[0])
+    else:
+        names, images = files, read_pictures(files)
+    for i, label in enumerate(classify(images)):
+        print(names[i] if names else i, label)
 ''')
 
 

@@ -356,6 +356,10 @@ def result_row(study: Study, experiment: Experiment, model: Path | None, stages:
     metrics: dict[str, Any] = {}
     for record in stages:
         metrics.update({k: v for k, v in (record.get("metrics") or {}).items() if isinstance(v, int | float | str)})
+    if not stages and model is not None and model.suffix == ".pt":  # a checkpoint as it is: what it recorded
+        from slimbench.artifact import load_artifact
+
+        metrics = {k: v for k, v in load_artifact(model).metrics.items() if isinstance(v, int | float | str)}
     row.update(
         val_acc=metrics.get("val_acc"), test_acc=test_acc if test_acc is not None else metrics.get("test_acc"),
         params=int(inputs.w), macs=int(inputs.f), qw=inputs.qw, qa=inputs.qa, op_bits=inputs.max_bits,
