@@ -15,6 +15,7 @@ from slimbench.artifact import Artifact, load_artifact, load_model, save_artifac
 from slimbench.cli import app
 from slimbench.compress import PruneConfig, QuantizeConfig, prune, quantize
 from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits, weight_levels
+from slimbench.compress.quantize import read_sidecar
 from slimbench.data import normalize
 from slimbench.errors import CompressionError, ConfigError, ExportError
 from slimbench.export import export
@@ -154,6 +155,8 @@ def test_qat_exports_as_integer_qdq_with_parity(tmp_path, w4a4, synthetic):
     graph = onnx.load(str(result.path)).graph
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Clip"} <= ops
+    assert [i.name for i in graph.input] == ["images"]  # weights are initializers only, not graph inputs too
+    assert read_sidecar(result.path)["quant"]["format"] == "onnx-qcdq"
     int_weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
                    and t.dims and len(t.dims) >= 2]
     assert len(int_weights) >= 20

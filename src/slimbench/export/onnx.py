@@ -79,8 +79,10 @@ def _export_lowbit(model: nn.Module, example: torch.Tensor, path: str, dynamic_b
         raise ExportError("a low-bit QAT model exports at its own bit widths, not as float16")
     if dynamic_batch:
         kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    # the TorchScript-based path stores weights as integers; Brevitas's dynamo path keeps them float
-    export_onnx_qcdq(model, args=example, export_path=path, dynamo=False, **kwargs)
+    # the TorchScript-based path stores weights as integers; Brevitas's dynamo path keeps them float. Without
+    # keep_initializers_as_inputs=False every batch-norm tensor is also a graph input, which ONNX Runtime
+    # warns about once per tensor and cannot constant-fold
+    export_onnx_qcdq(model, args=example, export_path=path, dynamo=False, keep_initializers_as_inputs=False, **kwargs)
 
 
 @dataclass

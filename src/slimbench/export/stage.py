@@ -88,7 +88,8 @@ def export(
         except ExportError:
             path.rename(path.with_suffix(".rejected.onnx"))
             raise
-        quant = {"mode": "fp16", "weight_bits": 16, "activation_bits": 16} if half else parent.quant
+        quant = ({"mode": "fp16", "weight_bits": 16, "activation_bits": 16} if half
+                 else {**parent.quant, "format": "onnx-qcdq"} if lowbit else parent.quant)
         counts = count_model(model.float(), input_shape)
         write_sidecar(path, parent, quant, list(parent.lineage), str(checkpoint),
                       {**parent.metrics, "parity": parity, "params": counts.params,
