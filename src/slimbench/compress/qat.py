@@ -214,7 +214,8 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
     metrics = {"mode": "qat", **{k: quant.get(k) for k in ("weight_bits", "activation_bits", "op_bits")},
                "max_weight_levels": max(weight_levels(snapped).values()),
                "levels_by_bits": _levels_by_bits(weight_levels(snapped), quant.get("layers") or {}),
-               **{k: result_metrics.get(k) for k in ("val_acc", "test_acc", "epoch") if k in result_metrics},
+               **{k: result_metrics[k] for k in ("val_acc", "test_acc", "selected_epoch", "train_seconds")
+                  if k in result_metrics},
                "float_test_acc": parent.metrics.get("test_acc"), "params": count_model(snapped, input_shape).params}
     step = next(s for s in reversed(final.lineage) if s.get("stage") == "quantize")
     step["metrics"] = {**step.get("metrics", {}), **metrics}
@@ -226,6 +227,6 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
     ResultsStore(out_dir.parent / DB_NAME).record(
         name=out_dir.name, command="quantize", status="done", started=started, finished=now_iso(),
         run_dir=str(out_dir), model=final.spec["model"], config_hash=config_hash(settings),
-        git_commit=code_version()["git_commit"], config=settings, metrics=metrics, wall_s=None,
+        git_commit=code_version()["git_commit"], config=settings, metrics=metrics, wall_s=metrics.get("train_seconds"),
     )
     return QuantizeResult(path, metrics)
