@@ -352,3 +352,22 @@ def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, syntheti
     (folder / "model.pt").unlink()
     with pytest.raises(ConfigError, match=r"checkpoint .*model.pt does not exist"):
         run_study(loaded, tmp_path / "out", dataset=synthetic, progress=False, log=lambda _: None)
+
+
+def test_report_curves_include_the_fine_tunes_of_prune_and_qat_stages(tmp_path):
+    from slimbench.study.report import _training_runs
+
+    for log in ("train/log.jsonl", "prune/step1/finetune/log.jsonl", "prune/step2/finetune/log.jsonl",
+                "qat/qat/finetune/log.jsonl"):
+        (tmp_path / log).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / log).write_text('{"epoch": 1, "val_acc": 0.5}\n')
+    rows = [{"experiment": "a", "stages": ["train", "prune"], "stage_dirs": [str(tmp_path / "train"),
+                                                                           str(tmp_path / "prune")]},
+            {"experiment": "b", "stages": ["quantize", "export"], "stage_dirs": [str(tmp_path / "qat"),
+                                                                               str(tmp_path / "export")]}]
+    assert _training_runs(rows) == [
+        ("a", tmp_path / "train"),
+        ("a (prune fine-tune step1)", tmp_path / "prune/step1/finetune"),
+        ("a (prune fine-tune step2)", tmp_path / "prune/step2/finetune"),
+        ("b (quantize fine-tune)", tmp_path / "qat/qat/finetune"),
+    ]

@@ -85,6 +85,22 @@ def _missing_note(spec: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             "(<code>slimbench study status</code> shows where each stands).</p>")
 
 
+def _training_runs(rows: list[dict[str, Any]]) -> list[tuple[str, Path]]:
+    """(label, run directory) of every training in the study: train stages, and the fine-tunes that prune and
+    QAT stages run inside their own directories (one per pruning step)."""
+    runs = []
+    for row in rows:
+        for kind, stage_dir in zip(row.get("stages", []), row.get("stage_dirs", []), strict=False):
+            if kind == "train":
+                runs.append((row["experiment"], Path(stage_dir)))
+                continue
+            logs = sorted(Path(stage_dir).glob("**/finetune/log.jsonl"))
+            for log in logs:
+                step = f" {log.parent.parent.name}" if len(logs) > 1 else ""
+                runs.append((f"{row['experiment']} ({kind} fine-tune{step})", log.parent))
+    return runs
+
+
 def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     """``study_dir/report.html`` (or ``out``) from the study's results, with its plots beside it."""
     study_dir = Path(study_dir)
@@ -94,10 +110,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     spec = json.loads((study_dir / "study.json").read_text()) if (study_dir / "study.json").is_file() else {}
     rows = select(load_rows([study_dir]), "score")
     plots = plot_comparison(rows, study_dir / "plots", payload.get("study", ""))
-    train_dirs = [(r["experiment"], Path(d)) for r in rows for kind, d in zip(r.get("stages", []),
-                                                                          r.get("stage_dirs", []), strict=False)
-                  if kind == "train"]
-    curves = plot_curves(train_dirs, study_dir / "plots" / "curves.png")
+    curves = plot_curves(_training_runs(rows), study_dir / "plots" / "curves.png")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>slimbench study {html.escape(payload['study'])}"
              f"</title><style>{STYLE}</style></head><body>",
              f"<h1>Study <code>{html.escape(payload['study'])}</code></h1>",
