@@ -310,6 +310,8 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or skip, or resume) each stage of ``experiment``; returns its result row."""
     key, model = _start(experiment, finals)
+    if experiment.checkpoint and not experiment.stages:
+        log(f"{experiment.name}: the checkpoint {experiment.checkpoint}, measured as it is")
     last_pt = model
     stage_records = []
     started = time.perf_counter()
