@@ -38,7 +38,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         sidecar = json.loads(predict.MODEL.with_suffix(".json").read_text())
         recorded = (sidecar.get("metrics") or {}).get("test_acc")
-        print(f"{str(folder):48} {100 * (predicted == labels).mean():9.2f}% "
+        print(f"{folder!s:48} {100 * (predicted == labels).mean():9.2f}% "
               f"{'-' if recorded is None else f'{100 * recorded:.2f}%':>9} {len(images) / seconds:7.0f}")
 
 

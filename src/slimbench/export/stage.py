@@ -100,7 +100,7 @@ def export(
         timings = [measure_latency(model.float(), batch_size, input_shape, repeats=30),
                    measure_onnx_latency(path, batch_size, input_shape, repeats=30)]
     counts = count_model(model.float(), input_shape)
-    script = write_predict_script(out_dir, path, data.classes, input_shape)  # type: ignore[arg-type]
+    script = write_predict_script(out_dir, path, data.classes, input_shape)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
                             predict_script=script, latency_measured=latency)

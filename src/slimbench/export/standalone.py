@@ -103,7 +103,7 @@ if __name__ == "__main__":
 
 
 def write_predict_script(out_dir: Path, model_file: Path, classes: tuple[str, ...],
-                         image_shape: tuple[int, int, int]) -> Path:
+                         image_shape: tuple[int, ...]) -> Path:
     """Write ``out_dir/predict.py`` for ``model_file`` (an ONNX file in ``out_dir``)."""
     channels, height, width = image_shape
     if channels != 3:

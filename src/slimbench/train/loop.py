@@ -146,8 +146,8 @@ def describe_memory_formats(history: list[dict[str, Any]]) -> str:
             spans[-1][2] = record["epoch"]
         else:
             spans.append([layout, record["epoch"], record["epoch"]])
-    if len(spans) == 1:
-        return spans[0][0]
+    if len(spans) <= 1:
+        return spans[0][0] if spans else "none (no epoch trained)"
     return ", ".join(f"{layout} (epochs {first}-{last})" if first != last else f"{layout} (epoch {first})"
                      for layout, first, last in spans)
 
