@@ -141,6 +141,10 @@ def test_cli_quantize_and_export(tmp_path, trained):
     result = runner.invoke(app, ["quantize", str(trained), "--mode", "fp16", "--out", str(tmp_path / "q")])
     assert result.exit_code == 0, result.output
     assert "smaller" in result.output
+    result = runner.invoke(app, ["quantize", str(trained), "--mode", "int8", "--calibration-size", "64",
+                                 "--out", str(tmp_path / "q8")])
+    assert result.exit_code == 0, result.output
+    assert "predict.py: slimbench export" in " ".join(result.output.split())  # where a deployable card comes from
     result = runner.invoke(app, ["export", str(trained), "--out", str(tmp_path / "x"), "--no-latency"])
     assert result.exit_code == 0, result.output
     assert "top-1 agreement 100.00%" in result.output

@@ -204,6 +204,8 @@ def quantize(
         table.add_row("agreement with float", f"{_pct(m['parity']['top1_agreement'])} top-1 on "
                                               f"{m['parity']['images']} test images")
     console.print(table)
+    if cfg.mode == "int8":
+        console.print(f"to deploy it with a model card and predict.py: slimbench export {checkpoint} --int8")
 
 
 @app.command()
