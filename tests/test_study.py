@@ -338,6 +338,7 @@ def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, syntheti
     # the file's contents key the stages: the same model elsewhere is the same study, a changed one is not
     moved = tmp_path / "moved"
     shutil.copytree(folder, moved)
+
     def stage_states(study_file):
         return [s.state for s in study_status(load_study(study_file), tmp_path / "out") if s.kind != "checkpoint"]
 
