@@ -45,9 +45,9 @@ def _floats(values: tuple[float, ...]) -> str:
     return ", ".join(f"{v:.8g}" for v in values)
 
 
-def _latency_rows(timings: list[Latency], measured: bool) -> list[str]:
-    if not timings:
-        return ["Not measured" + (" (exported with `--no-latency`)." if not measured else ".")]
+def _latency_rows(timings: list[Latency]) -> list[str]:
+    if not timings:  # export times both engines unless told not to
+        return ["Not measured (exported with `--no-latency`)."]
     return ["| engine | median ms | p90 ms | p99 ms | images/s | threads |", "|---|---|---|---|---|---|",
             *[f"| {t.engine} | {t.median_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | {t.images_per_s:.0f} | "
               f"{t.threads} |" for t in timings]]
@@ -69,7 +69,7 @@ def _run_it(model_file: Path, script: Path | None) -> list[str]:
 
 def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], counts: ModelCounts,
                      parity: dict[str, Any], timings: list[Latency], commands: list[str],
-                     predict_script: Path | None = None, latency_measured: bool = True) -> Path:
+                     predict_script: Path | None = None) -> Path:
     quant = sidecar.get("quant") or {}
     lineage = sidecar.get("lineage") or []
     metrics = sidecar.get("metrics") or {}
@@ -103,7 +103,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         "",
         "## Latency on this CPU (batch 1)",
         "",
-        *_latency_rows(timings, latency_measured),
+        *_latency_rows(timings),
         "",
         *_run_it(model_file, predict_script),
         "## Lineage",

@@ -103,7 +103,7 @@ def export(
     script = write_predict_script(out_dir, path, data.classes, input_shape)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
-                            predict_script=script, latency_measured=latency)
+                            predict_script=script)
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
 
 

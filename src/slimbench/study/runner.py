@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from slimbench.artifact import atomic_write, now_iso
+from slimbench.artifact import atomic_write, load_artifact, now_iso
 from slimbench.config import validate
 from slimbench.data import ImageDataset, load_dataset
 from slimbench.errors import ConfigError, SlimbenchError
@@ -214,8 +214,6 @@ def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
             continue
         checkpoint = experiments[name].checkpoint
         if checkpoint:  # the model it starts from, given rather than made by the study
-            from slimbench.artifact import load_artifact
-
             metrics = load_artifact(checkpoint).metrics
             states.append(StageState(name, 0, "checkpoint", "", Path(checkpoint), "given",
                                      val_acc=metrics.get("val_acc"), test_acc=metrics.get("test_acc")))
@@ -359,8 +357,6 @@ def result_row(study: Study, experiment: Experiment, model: Path | None, stages:
     for record in stages:
         metrics.update({k: v for k, v in (record.get("metrics") or {}).items() if isinstance(v, int | float | str)})
     if not stages and model is not None and model.suffix == ".pt":  # a checkpoint as it is: what it recorded
-        from slimbench.artifact import load_artifact
-
         metrics = {k: v for k, v in load_artifact(model).metrics.items() if isinstance(v, int | float | str)}
     row.update(
         val_acc=metrics.get("val_acc"), test_acc=test_acc if test_acc is not None else metrics.get("test_acc"),
@@ -392,8 +388,6 @@ def _spec_of(model: Path | None) -> dict[str, Any] | None:
         from slimbench.compress.quantize import read_sidecar
 
         return read_sidecar(model).get("spec")
-    from slimbench.artifact import load_artifact
-
     return load_artifact(model).spec
 
 
