@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def interrupt_next_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The next `slimbench.train.train` call stops after its first epoch as Ctrl-C would; later ones run whole."""
+def interrupt_next_training(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """The next `slimbench.train.train` call stops after its first epoch as Ctrl-C would; later ones run whole.
+    The fixture's value arms it again, for a test that interrupts a later training too."""
     import slimbench.train as training
 
     real_train = training.train
@@ -34,7 +36,11 @@ def interrupt_next_training(monkeypatch: pytest.MonkeyPatch) -> None:
 
         return real_train(*args, on_epoch=stop, **kwargs)
 
-    monkeypatch.setattr(training, "train", stop_after_first_epoch)
+    def arm() -> None:
+        monkeypatch.setattr(training, "train", stop_after_first_epoch)
+
+    arm()
+    return arm
 
 
 @pytest.fixture(scope="session")

@@ -271,6 +271,38 @@ def test_brief_study_smoke_on_real_cifar10(tmp_path, real_data_dir, monkeypatch)
     assert by_name["resnet34-magnitude-20-bs64"]["params"] < 0.85 * 21289802  # non-zero weights after pruning
 
 
+def test_a_study_directory_moved_elsewhere_resumes_and_reuses_its_stages(tmp_path, synthetic,
+                                                                           interrupt_next_training):
+    """Stages run on a GPU machine, copied back half-way: done stages are found where they are now, and an
+    interrupted fine-tune continues from its own files."""
+    import shutil
+
+    train_stage = {"train": {"model": {"model": "resnet20", "width": 0.25}, "epochs": 1, "batch_size": 64,
+                             "data": {"val_size": 64}}}
+    prune_stage = {"prune": {"kind": "structured", "ratio": 0.3,
+                             "finetune": {"epochs": 2, "batch_size": 64, "data": {"val_size": 64}}}}
+    first = Study.model_validate({"name": "m", "data": {"name": "synthetic"},
+                                  "experiments": [{"name": "e", "stages": [train_stage]}]})
+    both = Study.model_validate({"name": "m", "data": {"name": "synthetic"},
+                                 "experiments": [{"name": "e", "stages": [train_stage, prune_stage]}]})
+    quiet = {"dataset": synthetic, "progress": False, "log": lambda _: None}
+    from slimbench.train import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted):
+        run_study(first, tmp_path / "there", **quiet)  # the armed fixture stops the train stage...
+    run_study(first, tmp_path / "there", **quiet)  # ...which then runs to its end
+    interrupt_next_training()  # armed again: the prune stage's fine-tune stops after one of its two epochs
+    with pytest.raises(TrainingInterrupted):
+        run_study(both, tmp_path / "there", **quiet)
+    shutil.move(tmp_path / "there", tmp_path / "here")
+    [row] = run_study(both, tmp_path / "here", **quiet)
+    assert row["model_path"].startswith(str(tmp_path / "here")) and row["ps"] > 0.2
+    outputs = [json.loads(p.read_text())["output"] for p in sorted((tmp_path / "here" / "stages").glob("*/done.json"))]
+    assert outputs == ["model.pt", "model.pt"]  # relative to each stage: the directory can move again
+    assert study_runner.stage_output({"output": "/gpu/box/stages/train-abc/step1/model.pt"},
+                                     tmp_path / "train-abc") == tmp_path / "train-abc" / "step1" / "model.pt"
+
+
 def test_time_left_uses_the_median_epoch(tmp_path):
     """An epoch slowed by a paused or shared machine must not inflate the estimate."""
     stage = tmp_path / "train-abc"
@@ -283,6 +315,16 @@ def test_time_left_uses_the_median_epoch(tmp_path):
     assert state.seconds_left == 24.0
     state.state = "done"
     assert state.seconds_left is None
+
+
+def test_time_left_follows_the_latest_epochs(tmp_path):
+    """Ten epochs slowed by a shared machine, then five at full speed: the estimate is the speed of now."""
+    stage = tmp_path / "train-abc"
+    stage.mkdir()
+    (stage / "log.jsonl").write_text("".join(json.dumps({"epoch": i + 1, "epoch_s": s, "eval_s": 1.0}) + "\n"
+                                             for i, s in enumerate([800.0] * 10 + [140.0, 150.0, 130.0, 145.0, 135.0])))
+    done, epoch_s, _ = study_runner._epochs_logged(stage)
+    assert (done, epoch_s) == (15, 141.0)
 
 
 def test_status_shows_the_best_epoch_so_far_of_an_unfinished_stage(tmp_path):

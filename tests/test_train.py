@@ -54,6 +54,46 @@ def test_resume_equals_uninterrupted(tmp_path, synthetic):
     assert resumed.metrics["test_acc"] == straight.metrics["test_acc"]
 
 
+def test_a_fine_tune_resumes_without_its_parent_file(tmp_path, synthetic):
+    """A run directory copied from another machine names a parent path of that machine: last.pt suffices."""
+    import shutil
+
+    from slimbench.compress import PruneConfig, prune
+
+    parent = train(small_config(epochs=1), run_dir=tmp_path / "parent", progress=False, dataset=synthetic)
+    prune(parent.model_path, PruneConfig(ratio=0.3), run_dir=tmp_path / "pruned", dataset=synthetic,
+                   progress=False)
+    cfg = small_config(epochs=2, init_from=str(tmp_path / "pruned" / "model.pt"))
+    straight = train(cfg, run_dir=tmp_path / "a", progress=False, dataset=synthetic)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, run_dir=tmp_path / "b", progress=False, dataset=synthetic,
+              on_epoch=lambda record: (_ for _ in ()).throw(KeyboardInterrupt))
+    shutil.rmtree(tmp_path / "pruned")
+    resumed = resume_training(tmp_path / "b", progress=False, dataset=synthetic)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    _, want = load_model(straight.model_path)
+    _, got = load_model(resumed.model_path)
+    assert got.structure == want.structure and got.metrics["params"] == want.metrics["params"] \
+        < parent.metrics["params"]
+    assert [(s["stage"], s.get("parent")) for s in got.lineage] == [(s["stage"], s.get("parent"))
+                                                                    for s in want.lineage]
+    assert [s["stage"] for s in got.lineage] == ["train", "prune", "train"]
+
+
+def test_a_run_saved_on_another_kind_of_device_resumes_here(tmp_path, synthetic):
+    """A GPU run's last.pt holds a CUDA generator state, which a CPU generator cannot take."""
+    with pytest.raises(TrainingInterrupted):
+        train(small_config(epochs=2), run_dir=tmp_path / "r", progress=False, dataset=synthetic,
+              on_epoch=lambda record: (_ for _ in ()).throw(KeyboardInterrupt))
+    payload = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    payload["resume"]["generator"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
+    payload["resume"]["generator_device"] = "cuda"
+    torch.save(payload, tmp_path / "r" / "last.pt")
+    resumed = resume_training(tmp_path / "r", progress=False, dataset=synthetic)
+    assert [h["epoch"] for h in resumed.history] == [1, 2] and resumed.metrics["device"] == "cpu"
+    assert resumed.metrics["precision"] == resumed.history[0]["precision"] in ("fp32", "bf16")
+
+
 def test_existing_run_is_not_overwritten(tmp_path, synthetic):
     train(small_config(epochs=1), run_dir=tmp_path / "r", progress=False, dataset=synthetic)
     with pytest.raises(ConfigError, match="already holds a run"):
@@ -194,10 +234,10 @@ def test_channels_last_is_used_unless_an_inner_convolution_is_too_thin(tmp_path,
 
 
 def test_a_resumed_run_reports_each_layout_it_trained_in():
-    from slimbench.train.loop import describe_memory_formats
+    from slimbench.train.loop import describe_spans
 
     history = [{"epoch": 1}, {"epoch": 2}] + [{"epoch": e, "memory_format": "contiguous"} for e in (3, 4)] + [
         {"epoch": 5, "memory_format": "channels_last"}]
-    assert describe_memory_formats(history) == ("unrecorded (epochs 1-2), contiguous (epochs 3-4), "
+    assert describe_spans(history, "memory_format") == ("unrecorded (epochs 1-2), contiguous (epochs 3-4), "
                                                 "channels_last (epoch 5)")
-    assert describe_memory_formats(history[2:4]) == "contiguous"
+    assert describe_spans(history[2:4], "memory_format") == "contiguous"

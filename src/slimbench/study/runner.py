@@ -35,6 +35,7 @@ from slimbench.train import TrainingInterrupted
 
 SMOKE_TRAIN_IMAGES, SMOKE_TEST_IMAGES, SMOKE_VAL_IMAGES = 512, 256, 64
 RESULTS_FILE = "results.json"
+RECENT_EPOCHS = 5  # the time-left estimate follows the median of this many latest epochs
 
 
 def smoke_dataset(dataset: ImageDataset) -> ImageDataset:
@@ -188,8 +189,9 @@ def _is_locked(stage_dir: Path) -> bool:
 
 def _epochs_logged(stage_dir: Path) -> tuple[int, float | None, dict[str, Any] | None]:
     """Training epochs on disk in a stage (its own run, or the fine-tunes of prune and QAT steps), their
-    typical duration with evaluation (the median: an epoch slowed by a paused or shared machine does not
-    skew it), and the best-validation epoch so far of the newest run (a later pruning step's counts)."""
+    typical duration with evaluation, and the best-validation epoch so far of the newest run (a later pruning
+    step's counts). The duration is the median of the last few epochs: an epoch slowed by a paused or shared
+    machine does not skew it, and hours of contended epochs long ago do not outvote the machine as it is now."""
     seconds, best = [], None
     for log in sorted(stage_dir.rglob("log.jsonl"), key=lambda path: path.stat().st_mtime):
         records = []
@@ -198,8 +200,8 @@ def _epochs_logged(stage_dir: Path) -> tuple[int, float | None, dict[str, Any] |
                 records.append(json.loads(line))
         seconds += [float(r.get("epoch_s") or 0) + float(r.get("eval_s") or 0) for r in records]
         best = max((r for r in records if r.get("val_acc") is not None), key=lambda r: r["val_acc"], default=best)
-    timed = sorted(s for s in seconds if s > 0)
-    return len(seconds), (statistics.median(timed) if timed else None), best
+    recent = [s for s in seconds if s > 0][-RECENT_EPOCHS:]
+    return len(seconds), (statistics.median(recent) if recent else None), best
 
 
 def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
@@ -287,6 +289,27 @@ def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir
     return exported.path, {"parity": exported.parity, "card": str(exported.card)}
 
 
+def _portable(output: Path, stage_dir: Path) -> str:
+    """A stage's output as done.json keeps it: relative to the stage directory, so that a study directory
+    copied elsewhere (back from a GPU machine, say) still finds every finished stage's model."""
+    with contextlib.suppress(ValueError):
+        return str(Path(output).resolve().relative_to(stage_dir.resolve()))
+    return str(output)
+
+
+def stage_output(record: dict[str, Any], stage_dir: Path) -> Path:
+    """The output file a done.json names, where the stage directory is now. Records written before outputs
+    were kept relative hold the absolute path of the machine that ran them: their part below the stage's
+    own directory is taken from here."""
+    output = Path(record["output"])
+    if not output.is_absolute():
+        return stage_dir / output
+    if stage_dir.name in output.parts[:-1]:
+        parts = output.parts
+        return stage_dir.joinpath(*parts[len(parts) - 1 - parts[::-1].index(stage_dir.name) + 1:])
+    return output
+
+
 @contextlib.contextmanager
 def _stage_lock(stage_dir: Path) -> Iterator[None]:
     """An exclusive lock on a stage directory (released by the OS if its holder dies); none where flock is absent."""
@@ -330,10 +353,11 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
                                                  study.data, progress)
                 except TrainingInterrupted as exc:  # the study resumes its stages itself
                     raise exc.continue_with("run the study again (`slimbench study run`)") from None
-                record = {"kind": kind, "key": key, "output": str(output), "finished": now_iso(),
+                record = {"kind": kind, "key": key, "output": _portable(output, stage_dir), "finished": now_iso(),
                           "wall_s": time.perf_counter() - t0, "metrics": metrics}
                 atomic_write(done, json.dumps(record, indent=2, default=str).encode())
-        model = Path(record["output"])
+        model = stage_output(record, stage_dir)
+        record = {**record, "output": str(model)}
         if model.suffix == ".pt":
             last_pt = model
         stage_records.append(record)

@@ -121,7 +121,8 @@ def resume_training(
     if epochs is not None and epochs != config.epochs:
         config = config.model_copy(update={"epochs": epochs})
         atomic_write(path / "config.yaml", dump_yaml(config).encode())
-    return _Trainer(config, path, dataset, store).run(resume=True, progress=progress, on_epoch=on_epoch)
+    return _Trainer(config, path, dataset, store, resume_from=path / "last.pt").run(
+        resume=True, progress=progress, on_epoch=on_epoch)
 
 
 def channels_last_is_safe(model: nn.Module) -> bool:
@@ -137,11 +138,12 @@ def channels_last_is_safe(model: nn.Module) -> bool:
     return not any(1 < conv.in_channels < 8 for conv in convolutions[1:])
 
 
-def describe_memory_formats(history: list[dict[str, Any]]) -> str:
-    """The layout every epoch trained in: one name, or runs of epochs when a resumed run changed layout."""
-    spans: list[list[Any]] = []  # [layout, first epoch, last epoch]
+def describe_spans(history: list[dict[str, Any]], key: str) -> str:
+    """What every epoch recorded under ``key`` (its memory layout, its device): one value, or runs of epochs
+    when a resumed run changed it (a GPU run finished on a CPU)."""
+    spans: list[list[Any]] = []  # [value, first epoch, last epoch]
     for record in history:
-        layout = record.get("memory_format", "unrecorded")
+        layout = record.get(key, "unrecorded")
         if spans and spans[-1][0] == layout:
             spans[-1][2] = record["epoch"]
         else:
@@ -154,7 +156,7 @@ def describe_memory_formats(history: list[dict[str, Any]]) -> str:
 
 class _Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, dataset: ImageDataset | None,
-                 store: str | Path | None = None) -> None:
+                 store: str | Path | None = None, resume_from: Path | None = None) -> None:
         self.cfg = config
         self.run_dir = run_dir
         # the results store: beside the run directory unless a pipeline (prune, study) keeps one of its own
@@ -197,13 +199,19 @@ class _Trainer:
         self.quant: dict[str, Any] | None = None
         sparse: list[str] = []
         if config.init_from:
-            model, parent = load_model(config.init_from)
+            # A resumed run rebuilds its model from its own last.pt, which carries the parent's structure,
+            # quantization and lineage: it resumes even where the parent file is gone or elsewhere (a study
+            # directory copied back from another machine names paths of that machine).
+            model, parent = load_model(resume_from or config.init_from)
             if parent.spec["model"] != spec["model"]:
                 raise ConfigError(f"init_from {config.init_from} is a {parent.spec['model']}, not a {spec['model']}")
             self.spec = parent.spec
-            self.parent = parent.digest
-            self.lineage = list(parent.lineage)
             self.structure, self.quant = parent.structure, parent.quant
+            if resume_from is None:
+                self.parent, self.lineage = parent.digest, list(parent.lineage)
+            else:  # last.pt's lineage ends with the steps this run appends (gradual pruning adds its own)
+                own_steps = 2 if config.gradual_pruning else 1
+                self.parent, self.lineage = parent.lineage[-1].get("parent"), list(parent.lineage[:-own_steps])
             # Weights zeroed by unstructured pruning stay zero while fine-tuning.
             sparse = sorted({name for step in self.lineage if step.get("stage") == "prune"
                              for name in (step.get("metrics") or {}).get("sparse_params", [])})
@@ -280,6 +288,7 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "generator": self.gen.get_state(),
+            "generator_device": self.gen.device.type,
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(self.history),
             "best_val": self.best_val,
@@ -304,7 +313,13 @@ class _Trainer:
             self.ema.load_state_dict(resume["ema"])
         if self.scaler and resume.get("scaler"):
             self.scaler.load_state_dict(resume["scaler"])
-        self.gen.set_state(resume["generator"])
+        generator = resume["generator"]
+        if resume.get("generator_device", self.gen.device.type) == self.gen.device.type \
+                and generator.numel() == self.gen.get_state().numel():
+            self.gen.set_state(generator)
+        else:  # saved on another kind of device (a GPU run resumed on a CPU): its state does not fit this
+            # generator, so augmentation continues from a fresh stream; across devices, exactness was never on offer
+            self.gen.manual_seed(self.cfg.seed + int(resume["epoch"]))
         torch.set_rng_state(resume["torch_rng"])
         self.history = json.loads(resume["history"])
         self.start_epoch = int(resume["epoch"]) + 1
@@ -446,6 +461,7 @@ class _Trainer:
                         record["sparsity"] = self._raise_sparsity(epoch)
                     record.update(self._train_epoch(epoch, bar.advance))
                     record["memory_format"] = "channels_last" if self.channels_last else "contiguous"
+                    record["device"], record["precision"] = self.device.type, self.precision
                     self.train_seconds += record["epoch_s"]
                     evaluated = time.perf_counter()
                     if has_val:
@@ -517,9 +533,9 @@ class _Trainer:
             "train_images": len(self.train_x),
             "val_images": len(self.val_x) if has_val else 0,
             "mean_images_per_s": sum(h["images_per_s"] for h in self.history) / len(self.history),
-            "precision": self.precision,
-            "memory_format": describe_memory_formats(self.history),
-            "device": str(self.device),
+            "precision": describe_spans(self.history, "precision"),
+            "memory_format": describe_spans(self.history, "memory_format"),
+            "device": describe_spans(self.history, "device"),
             "threads": torch.get_num_threads(),
             "processes": self.dist.world,
         }
