@@ -204,6 +204,17 @@ def test_smoke_shrinks_every_stage(tmp_path, synthetic):
                                                                                        "compile": False}
 
 
+def test_a_study_model_card_says_how_to_remake_it(tmp_path, synthetic):
+    """Not "(commands not recorded)": the card of an export stage names the study file and the experiment."""
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(TWO))
+    run_study(load_study(path), tmp_path / "out", smoke=True, dataset=synthetic, progress=False, log=lambda _: None)
+    [card] = (tmp_path / "out" / "stages").glob("export-*/MODEL_CARD.md")
+    assert f"slimbench study run {path} --only student --out {tmp_path / 'out'} --smoke" in card.read_text()
+    assert Study.model_validate(TWO).run_command("student", tmp_path) == (
+        f"run_study(<study two>, {str(tmp_path)!r}, smoke=False, only=['student'])")
+
+
 def test_study_file_errors(tmp_path):
     bad = json.loads(json.dumps(TWO))
     bad["experiments"][1]["stages"][0]["train"]["distill"]["teacher"] = "@nobody"
@@ -301,6 +312,24 @@ def test_a_study_directory_moved_elsewhere_resumes_and_reuses_its_stages(tmp_pat
     assert outputs == ["model.pt", "model.pt"]  # relative to each stage: the directory can move again
     assert study_runner.stage_output({"output": "/gpu/box/stages/train-abc/step1/model.pt"},
                                      tmp_path / "train-abc") == tmp_path / "train-abc" / "step1" / "model.pt"
+
+
+def test_study_processes_side_by_side_keep_each_others_rows(tmp_path, synthetic, trained, monkeypatch):
+    """Two `study run --only` processes on one directory: the one that writes last must not drop the other's row."""
+    study = Study.model_validate({"name": "p", "data": {"name": "synthetic"},
+                                  "experiments": [{"name": "a", "checkpoint": str(trained)},
+                                                  {"name": "b", "checkpoint": str(trained)}]})
+    quiet = {"dataset": synthetic, "progress": False, "log": lambda _: None}
+    real = study_runner.run_experiment
+
+    def b_finishes_meanwhile(study_, experiment, *args, **kwargs):
+        if experiment.name == "a":  # while this process works on a, another one runs b into the same directory
+            run_study(study, tmp_path / "s", only=["b"], **quiet)
+        return real(study_, experiment, *args, **kwargs)
+
+    monkeypatch.setattr(study_runner, "run_experiment", b_finishes_meanwhile)
+    run_study(study, tmp_path / "s", only=["a"], **quiet)
+    assert [r["experiment"] for r in load_rows([tmp_path / "s"])] == ["a", "b"]
 
 
 def test_time_left_uses_the_median_epoch(tmp_path):

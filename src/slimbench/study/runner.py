@@ -252,7 +252,7 @@ def _chosen(study: Study, only: list[str] | None) -> set[str]:
 
 
 def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir: Path, dataset: ImageDataset,
-               data: dict[str, Any], progress: bool) -> tuple[Path, dict[str, Any]]:
+               data: dict[str, Any], progress: bool, command: str | None = None) -> tuple[Path, dict[str, Any]]:
     """One stage through the public API of its package; returns its output model and metrics."""
     if kind == "train":
         from slimbench.train import TrainConfig, resume_training, train
@@ -285,7 +285,7 @@ def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise ConfigError(f"export stage: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
-    exported = export(source, stage_dir, dataset=dataset, **config)
+    exported = export(source, stage_dir, dataset=dataset, **{"commands": [command] if command else None, **config})
     return exported.path, {"parity": exported.parity, "card": str(exported.card)}
 
 
@@ -311,14 +311,14 @@ def stage_output(record: dict[str, Any], stage_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _stage_lock(stage_dir: Path) -> Iterator[None]:
-    """An exclusive lock on a stage directory (released by the OS if its holder dies); none where flock is absent."""
+def _locked(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock (released by the OS if its holder dies); none where flock is absent."""
     try:
         import fcntl
     except ImportError:  # not POSIX: studies there run one process at a time anyway
         yield
         return
-    with open(stage_dir / ".lock", "w") as handle:
+    with open(lock_file, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -341,7 +341,7 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
         done = stage_dir / "done.json"
         label = f"{experiment.name} [{index}/{len(planned)}] {kind}"
         stage_dir.mkdir(parents=True, exist_ok=True)
-        with _stage_lock(stage_dir):  # two Ray tasks sharing a stage: one runs it, the other then reads it
+        with _locked(stage_dir / ".lock"):  # two Ray tasks sharing a stage: one runs it, the other then reads it
             if done.exists():
                 record = json.loads(done.read_text())
                 log(f"{label}: done before ({stage_dir.name}), skipped")
@@ -350,7 +350,7 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
                 t0 = time.perf_counter()
                 try:
                     output, metrics = _run_stage(kind, _resolve(config, finals), last_pt, stage_dir, dataset,
-                                                 study.data, progress)
+                                                 study.data, progress, study.run_command(experiment.name, out_dir, smoke))
                 except TrainingInterrupted as exc:  # the study resumes its stages itself
                     raise exc.continue_with("run the study again (`slimbench study run`)") from None
                 record = {"kind": kind, "key": key, "output": _portable(output, stage_dir), "finished": now_iso(),
@@ -434,14 +434,17 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "study.json", json.dumps(study.model_dump(mode="json", by_alias=True), indent=2).encode())
     chosen = _chosen(study, only)
-    earlier = _earlier_rows(study, out_dir, smoke)
 
     def write_results(rows: list[dict[str, Any]]) -> None:
-        """After every experiment: a study stopped half-way keeps its finished rows (and older ones still valid)."""
+        """After every experiment: a study stopped half-way keeps its finished rows, and older ones still valid.
+        The file is read again under a lock, so that processes running other experiments of the study into the
+        same directory (several `study run --only` on one big machine) keep each other's rows."""
         fresh = {row["experiment"]: row for row in rows}
-        merged = [fresh.get(e.name) or earlier.get(e.name) for e in study.experiments]
-        payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": [r for r in merged if r]}
-        atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
+        with _locked(out_dir / ".results.lock"):
+            earlier = _earlier_rows(study, out_dir, smoke)
+            merged = [fresh.get(e.name) or earlier.get(e.name) for e in study.experiments]
+            payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": [r for r in merged if r]}
+            atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
 
     if backend == "ray":
         rows = _run_ray(study, out_dir, smoke, address, chosen, log, write_results)
@@ -481,9 +484,10 @@ def _load_data(study: Study) -> ImageDataset:
     return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
 
 
-def _ray_experiment(study_json: dict[str, Any], name: str, out_dir: str, smoke: bool,
+def _ray_experiment(study_json: dict[str, Any], study_file: str | None, name: str, out_dir: str, smoke: bool,
                     finals: dict[str, tuple[str, str]]) -> tuple[dict[str, Any], tuple[str, str]]:
     study = Study.model_validate(study_json)
+    study._file = study_file
     experiment = next(e for e in study.experiments if e.name == name)
     data = _load_data(study)
     data = smoke_dataset(data) if smoke else data
@@ -513,7 +517,7 @@ def _run_ray(study: Study, out_dir: Path, smoke: bool, address: str | None, chos
 
         for wave in _order(study):
             pending = {remote.options(num_cpus=e.cpus, num_gpus=e.gpus).remote(
-                study_json, e.name, str(out_dir.resolve()), smoke, dict(finals)): e.name
+                study_json, study.file, e.name, str(out_dir.resolve()), smoke, dict(finals)): e.name
                 for e in wave if e.name in chosen}
             while pending:  # whichever finishes first is recorded first
                 [future], _ = ray.wait(list(pending), num_returns=1)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from slimbench.config import StrictModel, read_yaml, validate
 from slimbench.errors import ConfigError
@@ -87,6 +87,18 @@ class Study(StrictModel):
     data: dict[str, Any] = {"name": "cifar10"}
     score_rule: str = "brief"
     experiments: list[Experiment] = Field(min_length=1)
+    # the YAML file it came from, as the user named it (model cards print the command that remakes a stage)
+    _file: str | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> str | None:
+        return self._file
+
+    def run_command(self, experiment: str, out_dir: Path, smoke: bool = False) -> str:
+        """The command that runs (or re-runs) one experiment of this study into ``out_dir``."""
+        if self._file is None:  # built in Python, not read from a file
+            return f"run_study(<study {self.name}>, {str(out_dir)!r}, smoke={smoke}, only=[{experiment!r}])"
+        return f"slimbench study run {self._file} --only {experiment} --out {out_dir}" + (" --smoke" if smoke else "")
 
     @model_validator(mode="after")
     def _references(self) -> Study:
@@ -128,4 +140,5 @@ def load_study(path: str | Path) -> Study:
     for experiment in study.experiments:  # a checkpoint path in the file means: beside the file
         if experiment.checkpoint and not Path(experiment.checkpoint).expanduser().is_absolute():
             experiment.checkpoint = str((path.parent / experiment.checkpoint).resolve())
+    study._file = str(path)
     return study
