@@ -36,7 +36,7 @@ from slimbench.compress.unstructured import MaskKeeper, apply_masks_in_place, co
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
-from slimbench.measure.accuracy import autocast, evaluate, resolve_device, resolve_precision
+from slimbench.measure.accuracy import autocast, describe_device, evaluate, resolve_device, resolve_precision
 from slimbench.models import build_model, count_parameters
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.train.config import TrainConfig
@@ -162,6 +162,7 @@ class _Trainer:
         # the results store: beside the run directory unless a pipeline (prune, study) keeps one of its own
         self.store_path = Path(store) if store else run_dir.parent / DB_NAME
         self.dist, self.device = init_distributed(resolve_device(config.device))
+        self.device_label = describe_device(self.device)
         self.local_batch = check_batch(config.batch_size, self.dist)
         self.precision = resolve_precision(config.precision, self.device)
         if config.threads:
@@ -461,7 +462,7 @@ class _Trainer:
                         record["sparsity"] = self._raise_sparsity(epoch)
                     record.update(self._train_epoch(epoch, bar.advance))
                     record["memory_format"] = "channels_last" if self.channels_last else "contiguous"
-                    record["device"], record["precision"] = self.device.type, self.precision
+                    record["device"], record["precision"] = self.device_label, self.precision
                     self.train_seconds += record["epoch_s"]
                     evaluated = time.perf_counter()
                     if has_val:
