@@ -243,6 +243,43 @@ def test_brief_study_names_every_figure_of_the_brief():
     assert any(e.reported.params == 198309 for e in reported)
 
 
+def test_plot_labels_overlap_neither_each_other_nor_markers_nor_the_frame():
+    """Crowded like the frontier plot: study points at one x, literature markers among them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from slimbench.study.compare import _label_points, _marker_boxes, literature
+
+    points = [(189042.0, a) for a in (0.9111, 0.9087, 0.9044, 0.8987)] + [(272474.0, 0.9165), (272474.0, 0.9158)]
+    names = ["prune30-r8", "prune30-r8-int8", "prune30-r8-w4a4-e6", "prune30-r8-w4a4", "resnet20", "resnet20-int8"]
+    refs = literature()
+    ref_points = [(float(r["params"]), float(r["test_acc"])) for r in refs]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.scatter([p[0] for p in points + ref_points], [100 * p[1] for p in points + ref_points])
+    ax.set_xscale("log")
+    ax.autoscale_view()
+    taken = _marker_boxes(ax, points + ref_points)
+    _label_points(ax, points, names, taken=taken)
+    _label_points(ax, ref_points, [r["name"] for r in refs], fontsize=6, taken=taken)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text alone, not its leader line
+    frame = ax.get_window_extent(renderer)
+    markers = _marker_boxes(ax, points + ref_points, radius_pt=2.5)
+    plt.close(fig)
+    assert len(boxes) == len(names) + len({p for p in ref_points})
+    slack = 1.5  # pixels: the placement estimates text widths
+    for i, a in enumerate(boxes):
+        assert frame.y0 - slack <= a.y0 and a.y1 <= frame.y1 + slack
+        for b in boxes[i + 1:]:
+            assert min(a.x1, b.x1) - max(a.x0, b.x0) <= slack or min(a.y1, b.y1) - max(a.y0, b.y0) <= slack
+        for m in markers:
+            assert min(a.x1, m[2]) - max(a.x0, m[0]) <= slack or min(a.y1, m[3]) - max(a.y0, m[1]) <= slack
+
+
 def test_pareto_front():
     points = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (4.0, 0.9), (0.5, 0.4)]
     assert pareto_front(points) == [4, 0, 1, 3]

@@ -126,20 +126,23 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
             front = pareto_front(points)
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
                     color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
-        if key != "score" and refs:
-            ax.scatter([r[key] for r in refs], [100 * r["test_acc"] for r in refs], marker="^", s=40,
+        shown_refs = refs if key != "score" else []
+        ref_points = [(float(r[key]), float(r["test_acc"])) for r in shown_refs]
+        if shown_refs:
+            ax.scatter([p[0] for p in ref_points], [100 * p[1] for p in ref_points], marker="^", s=40,
                        color="tab:gray", zorder=2, label="literature (see sources)")
-            for i, r in enumerate(sorted(refs, key=lambda r: r[key])):  # short names, staggered so they stay legible
-                ax.annotate(r["name"].split(" (")[0], (r[key], 100 * r["test_acc"]), textcoords="offset points",
-                            xytext=(0, 8 if i % 2 else -14), ha="center", fontsize=6, color="dimgray", rotation=25)
         ax.axhline(90, color="tab:red", linewidth=0.8, linestyle=":", label="90% threshold")
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("CIFAR-10 test accuracy (%)")
         ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
         ax.grid(True, which="both", alpha=0.3)
-        if points:
-            _label_points(ax, points, names)
+        # this study's names first, then the literature's in the room left; no label covers a marker
+        ax.autoscale_view()
+        taken = _marker_boxes(ax, [*points, *ref_points])
+        _label_points(ax, points, names, taken=taken)
+        _label_points(ax, ref_points, [r["name"].split(" (")[0] for r in shown_refs], fontsize=6, color="dimgray",
+                      taken=taken)
         # below the axes, where it can never hide a point
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
         save_figure(fig, out_dir / f"accuracy_vs_{key}.png", svg=True)
@@ -147,9 +150,20 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
     return written
 
 
-def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], fontsize: float = 7) -> None:
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+def _marker_boxes(ax: Any, points: list[tuple[float, float]], radius_pt: float = 3.5) -> list[Box]:
+    """The screen area of each marker, so that no label is written over one."""
+    r = radius_pt * ax.figure.dpi / 72
+    return [(px - r, py - r, px + r, py + r) for px, py in (ax.transData.transform((x, 100 * y)) for x, y in points)]
+
+
+def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], fontsize: float = 7,
+                  color: str | None = None, taken: list[Box] | None = None) -> None:
     """Name every point without overlaps: coincident points share one label, and each label takes the first
-    free slot (right of its point, then alternately below and above) in screen space."""
+    free slot (right of its point, then alternately below and above) in screen space, clear of the boxes in
+    ``taken`` (markers, labels placed before), to which it adds its own."""
     groups: dict[tuple[float, float], list[str]] = {}
     for point, name in zip(points, names, strict=True):
         groups.setdefault(point, []).append(name)
@@ -157,8 +171,8 @@ def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], 
     to_pixels = ax.transData.transform
     scale = ax.figure.dpi / 72  # points to pixels
     line, char = 1.25 * fontsize * scale, 0.55 * fontsize * scale
-    left_edge, right_edge = ax.transAxes.transform((0, 0))[0], ax.transAxes.transform((1, 0))[0]
-    taken: list[tuple[float, float, float, float]] = []
+    (left_edge, bottom_edge), (right_edge, top_edge) = ax.transAxes.transform((0, 0)), ax.transAxes.transform((1, 1))
+    taken = [] if taken is None else taken
     for (x, y), group in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         text = "\n".join(group)  # one name per line: coincident points make a short column, not a long row
         px, py = to_pixels((x, 100 * y))
@@ -169,11 +183,12 @@ def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], 
             shift = (step + 1) // 2 * (1 if step % 2 else -1)  # 0, +1, -1, +2, -2 ...
             dy = 2 * scale + shift * line
             box = (x0, py + dy, x0 + width, py + dy + height)
-            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+            inside = bottom_edge <= box[1] and box[3] <= top_edge  # not across the frame or the title
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
                 break
         taken.append(box)
         ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=(-4 if left else 4, dy / scale),
-                    ha="right" if left else "left", va="bottom", fontsize=fontsize, linespacing=1.0,
+                    ha="right" if left else "left", va="bottom", fontsize=fontsize, linespacing=1.0, color=color,
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if shift else None)
 
 
