@@ -322,12 +322,12 @@ def test_brief_study_smoke_on_real_cifar10(tmp_path, real_data_dir, monkeypatch)
 def test_a_study_directory_moved_elsewhere_resumes_and_reuses_its_stages(tmp_path, synthetic,
                                                                            interrupt_next_training):
     """Stages run on a GPU machine, copied back half-way: done stages are found where they are now, and an
-    interrupted fine-tune continues from its own files."""
+    interrupted fine-tune continues from its own files, distilling from its parent where that is now."""
     import shutil
 
     train_stage = {"train": {"model": {"model": "resnet20", "width": 0.25}, "epochs": 1, "batch_size": 64,
                              "data": {"val_size": 64}}}
-    prune_stage = {"prune": {"kind": "structured", "ratio": 0.3,
+    prune_stage = {"prune": {"kind": "structured", "ratio": 0.3, "distill_from_parent": True,
                              "finetune": {"epochs": 2, "batch_size": 64, "data": {"val_size": 64}}}}
     first = Study.model_validate({"name": "m", "data": {"name": "synthetic"},
                                   "experiments": [{"name": "e", "stages": [train_stage]}]})

@@ -45,7 +45,7 @@ def _finetune(
     if (run_dir / "model.pt").exists():
         return run_dir / "model.pt", json.loads((run_dir / "metrics.json").read_text())
     if (run_dir / "last.pt").exists():
-        result = resume_training(run_dir, progress=progress, dataset=dataset, store=store)
+        result = resume_training(run_dir, progress=progress, dataset=dataset, store=store, teacher=teacher)
         return run_dir / "model.pt", result.metrics
     settings = {key: value for key, value in base.items() if key not in ("name", "init_from", "distill")}
     settings = merge(settings, overrides)

@@ -258,7 +258,9 @@ def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir
         from slimbench.train import TrainConfig, resume_training, train
 
         if (stage_dir / "last.pt").exists() and not (stage_dir / "model.pt").exists():
-            return stage_dir / "model.pt", resume_training(stage_dir, progress=progress, dataset=dataset).metrics
+            teacher = (config.get("distill") or {}).get("teacher")  # where it is now, if the study has moved
+            return stage_dir / "model.pt", resume_training(stage_dir, progress=progress, dataset=dataset,
+                                                           teacher=teacher).metrics
         settings = {**config, "data": {**data, **config.get("data", {})}}
         if source is not None:
             settings.setdefault("init_from", str(source))
@@ -304,10 +306,8 @@ def stage_output(record: dict[str, Any], stage_dir: Path) -> Path:
     output = Path(record["output"])
     if not output.is_absolute():
         return stage_dir / output
-    if stage_dir.name in output.parts[:-1]:
-        parts = output.parts
-        return stage_dir.joinpath(*parts[len(parts) - 1 - parts[::-1].index(stage_dir.name) + 1:])
-    return output
+    below = [i for i, part in enumerate(output.parts[:-1]) if part == stage_dir.name]
+    return stage_dir.joinpath(*output.parts[below[-1] + 1:]) if below else output
 
 
 @contextlib.contextmanager
@@ -486,8 +486,7 @@ def _load_data(study: Study) -> ImageDataset:
 
 def _ray_experiment(study_json: dict[str, Any], study_file: str | None, name: str, out_dir: str, smoke: bool,
                     finals: dict[str, tuple[str, str]]) -> tuple[dict[str, Any], tuple[str, str]]:
-    study = Study.model_validate(study_json)
-    study._file = study_file
+    study = Study.model_validate(study_json).read_from(study_file)
     experiment = next(e for e in study.experiments if e.name == name)
     data = _load_data(study)
     data = smoke_dataset(data) if smoke else data

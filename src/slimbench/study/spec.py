@@ -94,6 +94,11 @@ class Study(StrictModel):
     def file(self) -> str | None:
         return self._file
 
+    def read_from(self, file: str | Path | None) -> Study:
+        """This study, remembering the file it was read from."""
+        self._file = None if file is None else str(file)
+        return self
+
     def run_command(self, experiment: str, out_dir: Path, smoke: bool = False) -> str:
         """The command that runs (or re-runs) one experiment of this study into ``out_dir``."""
         if self._file is None:  # built in Python, not read from a file
@@ -140,5 +145,4 @@ def load_study(path: str | Path) -> Study:
     for experiment in study.experiments:  # a checkpoint path in the file means: beside the file
         if experiment.checkpoint and not Path(experiment.checkpoint).expanduser().is_absolute():
             experiment.checkpoint = str((path.parent / experiment.checkpoint).resolve())
-    study._file = str(path)
-    return study
+    return study.read_from(path)

@@ -112,8 +112,13 @@ def resume_training(
     on_epoch: EpochCallback | None = None,
     dataset: ImageDataset | None = None,
     store: str | Path | None = None,
+    teacher: str | Path | None = None,
 ) -> TrainResult:
-    """Continue a run from its ``last.pt`` with its saved config; only the number of epochs may change."""
+    """Continue a run from its ``last.pt`` with its saved config; only the number of epochs may change.
+
+    ``teacher``: the distillation teacher's file where it is now, for a run directory that was moved from where
+    it was made (its config names the old path).
+    """
     path = Path(run_dir)
     if not (path / "last.pt").exists():
         raise CheckpointError(f"{path}: no last.pt to resume from")
@@ -121,6 +126,8 @@ def resume_training(
     if epochs is not None and epochs != config.epochs:
         config = config.model_copy(update={"epochs": epochs})
         atomic_write(path / "config.yaml", dump_yaml(config).encode())
+    if teacher is not None and config.distill is not None and str(teacher) != config.distill.teacher:
+        config = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": str(teacher)})})
     return _Trainer(config, path, dataset, store, resume_from=path / "last.pt").run(
         resume=True, progress=progress, on_epoch=on_epoch)
 
