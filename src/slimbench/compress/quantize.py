@@ -28,6 +28,7 @@ from slimbench.config import StrictModel
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError
 from slimbench.measure import count_model
+from slimbench.measure.accuracy import read_cpuinfo
 
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 SIDECAR_FORMAT = "slimbench.onnx-artifact"
@@ -68,11 +69,8 @@ class QuantizeResult:
 
 
 def cpu_has_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True  # unknown CPU: ONNX Runtime's defaults
-    return "vnni" in flags
+    flags = read_cpuinfo()
+    return True if flags is None else "vnni" in flags  # unknown CPU: ONNX Runtime's defaults
 
 
 def _reduce_range(config: QuantizeConfig) -> bool:
