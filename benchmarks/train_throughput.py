@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from slimbench.data import CIFAR_MEAN, CIFAR_STD, load_dataset
-from slimbench.measure.accuracy import cpu_has_native_bf16
+from slimbench.hardware import host
 from slimbench.models import build_model
 from slimbench.train import TrainConfig, train
 
@@ -122,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_dataset("cifar10", args.data_dir)
-    native = cpu_has_native_bf16()
+    native = host().native_bf16
     results: dict[str, float] = {}
     hwc = dataset.train_x.permute(0, 2, 3, 1).numpy()
     results["baseline: DataLoader(2 workers) + PIL, fp32"] = baseline_throughput(hwc, dataset.train_y.numpy(),

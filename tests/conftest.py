@@ -18,6 +18,20 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLIMBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.delenv("SLIMBENCH_DATA", raising=False)
     monkeypatch.delenv("SLIMBENCH_CIFAR_URL", raising=False)
+    monkeypatch.delenv("SLIMBENCH_HOST", raising=False)  # tests that need a host profile assume it themselves
+
+
+# The two CPU classes of the project's machines: every capability branch runs on whichever CI lands on.
+HOST_PROFILES = ("avx2", "avx512-bf16")
+
+
+@pytest.fixture(params=HOST_PROFILES)
+def host_profile(request: pytest.FixtureRequest):
+    """Run the test as if on an AVX2-only CPU, then as if on an AVX-512-BF16/VNNI one."""
+    from slimbench.hardware import assume_host
+
+    with assume_host(request.param) as chosen:
+        yield chosen
 
 
 @pytest.fixture

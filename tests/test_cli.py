@@ -106,8 +106,10 @@ def test_ctrl_c_or_kill_saves_and_says_how_to_resume(tmp_path, stop):
     assert ResultsStore(runs_root / DB_NAME).runs(1)[0].status == "interrupted"
 
 
-def test_demo_runs_the_whole_pipeline(tmp_path):
-    """`make demo` end to end (train, prune + fine-tune, int8 export, score) on a tiny CIFAR-10-format folder."""
+def test_demo_runs_the_whole_pipeline(tmp_path, host_profile):
+    """`make demo` end to end (train, prune + fine-tune, int8 export, score) on a tiny CIFAR-10-format folder,
+    on both CPU classes: bf16 training and a VNNI int8 export of a barely trained model (near-tied logits) once
+    failed the parity gate on AVX-512-BF16 machines only."""
     import dataclasses
 
     from slimbench.data import make_synthetic

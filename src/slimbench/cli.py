@@ -12,6 +12,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from slimbench.errors import SlimbenchError
 
@@ -31,6 +32,11 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Folder with the dataset files (npz, binary or python batches). "
                  "Default: $SLIMBENCH_DATA, else the cache (downloaded when absent)."),
 ]
+
+
+def _title(text: str) -> Text:
+    """A table title that runs past a narrow table instead of wrapping: paths stay whole (copyable)."""
+    return Text(text, no_wrap=True, overflow="ignore")
 
 
 def _pct(value: Any) -> str:
@@ -74,7 +80,7 @@ def train(
         cfg = load_config(TrainConfig, config, overrides)
         result = run_training(cfg, progress=progress, runs_root=runs_root)
     m = result.metrics
-    table = Table(title=f"run {result.run_dir}", show_header=False)
+    table = Table(title=_title(f"run {result.run_dir}"), show_header=False)
     for label, value in (
         ("model", str(result.model_path)),
         ("selected epoch", f"{m['selected_epoch']} ({m['selection']})"),
@@ -127,7 +133,7 @@ def prune(
     overrides.update(dict(parse_override(item) for item in set_ or []))
     cfg = load_config(PruneConfig, config, overrides)
     result = run_prune(checkpoint, cfg, run_dir=out, progress=progress)
-    table = Table(title=f"pruned {checkpoint} -> {result.model_path}", box=box.SIMPLE_HEAD)
+    table = Table(title=_title(f"pruned {checkpoint} -> {result.model_path}"), box=box.SIMPLE_HEAD)
     for col in ("step", "ratio", "params", "non-zero", "MACs", "Ps", "Pu", "val%", "test%"):
         table.add_column(col, justify="right")
     for row in result.metrics["steps"]:
@@ -184,7 +190,7 @@ def quantize(
     cfg = load_config(QuantizeConfig, config, overrides)
     result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}", progress=progress)
     m = result.metrics
-    table = Table(title=f"{cfg.mode}: {result.path}", show_header=False, box=box.SIMPLE)
+    table = Table(title=_title(f"{cfg.mode}: {result.path}"), show_header=False, box=box.SIMPLE)
     if cfg.mode == "qat":
         table.add_row("bits (effective)", f"weights {m['weight_bits']:.3g}, activations {m['activation_bits']:.3g}, "
                                           f"max(qw, qa) {m['op_bits']:.3g} (MAC-weighted)")
@@ -253,20 +259,24 @@ def eval_(
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the confusion matrix PNG.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    precision: Annotated[str, typer.Option(
+        help="stored (the model's own precision, the default) or bf16/fp16 autocast of a float model, "
+             "a speed option whose accuracy is labelled and not the model's.")] = "stored",
 ) -> None:
     """Re-evaluate a saved model: accuracy, per-class accuracy, confusion matrix (PNG)."""
     from slimbench.measure import evaluate_checkpoint
 
-    report = evaluate_checkpoint(checkpoint, split=split, data_dir=data_dir, confusion_png=out)
+    report = evaluate_checkpoint(checkpoint, split=split, data_dir=data_dir, confusion_png=out, precision=precision)
     if json_:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{checkpoint} on {report['dataset']} {split} ({report['count']} images)")
+    table = Table(title=_title(f"{checkpoint} on {report['dataset']} {split} ({report['count']} images, "
+                               f"{report['precision']})"))
     table.add_column("class")
     table.add_column("accuracy", justify="right")
     for cls, acc in zip(report["classes"], report["per_class"], strict=True):
         table.add_row(cls, _pct(acc))
-    table.add_row("[bold]all", f"[bold]{_pct(report['accuracy'])}")
+    table.add_row("[bold]all", f"[bold]{_pct(report['accuracy'])} ({report['correct']:,} / {report['count']:,})")
     console.print(table)
     console.print(f"confusion matrix: {report['confusion_png']}")
 
@@ -287,7 +297,7 @@ def runs(
     if json_:
         print(json.dumps([r.__dict__ for r in records], indent=2, default=str))
         return
-    table = Table(title=str(path), box=box.SIMPLE_HEAD)
+    table = Table(title=_title(str(path)), box=box.SIMPLE_HEAD)
     numeric = ("id", "ep", "val%", "test%", "params", "time")
     for col in ("id", "run", "cmd", "status", "model", "ep", "val%", "test%", "params", "time"):
         table.add_column(col, justify="right" if col in numeric else "left", no_wrap=col != "run")
@@ -306,7 +316,7 @@ def models() -> None:
     """List the model zoo with parameter counts at 10 classes."""
     from slimbench.models import available_models, build_model, count_parameters, model_arguments
 
-    table = Table(title="slimbench model zoo (10 classes, width 1)")
+    table = Table(title=_title("slimbench model zoo (10 classes, width 1)"))
     for col in ("model", "parameters", "arguments", "description"):
         table.add_column(col, justify="right" if col == "parameters" else "left")
     for name, description in available_models().items():
@@ -326,7 +336,7 @@ def data(
     from slimbench.data import load_dataset
 
     ds = load_dataset(dataset, data_dir, download=download)
-    table = Table(title=f"{ds.name}", show_header=False)
+    table = Table(title=_title(f"{ds.name}"), show_header=False)
     table.add_row("source", ds.source)
     table.add_row("train", f"{len(ds.train_x):,} images {list(ds.image_shape)}")
     table.add_row("test", f"{len(ds.test_x):,} images")
@@ -367,7 +377,7 @@ def measure_(
     if json_:
         print(json.dumps(report, indent=2))
         return
-    table = Table(title=f"{report['source']}", show_header=False, box=box.SIMPLE)
+    table = Table(title=_title(f"{report['source']}"), show_header=False, box=box.SIMPLE)
     table.add_row("parameters", f"{report['params']:,} ({report['nonzero_params']:,} non-zero)")
     table.add_row("MACs / image", f"{report['macs']:,} (rule {report['rule']}, input {report['input_shape']})")
     table.add_row("MicroNet ops / image", f"{report['micronet_ops']:,.0f} (32-bit equivalents, at the model's bits)")
@@ -461,7 +471,8 @@ def score(
                           "inputs": inputs.model_dump(), "rule": result.rule.model_dump(), "eligible": eligible,
                           "notes": result.notes}, indent=2))
         return
-    table = Table(title=f"score, rule '{result.rule.name}' (lower is better)", show_header=False, box=box.SIMPLE)
+    table = Table(title=_title(f"score, rule '{result.rule.name}' (lower is better)"), show_header=False,
+                  box=box.SIMPLE)
     rows = [
         ("w, f", f"{inputs.w:,.0f} parameters, {inputs.f:,.0f} {result.rule.op_counting}"),
         ("Ps, Pu applied", f"{result.ps_applied:g}, {result.pu_applied:g} (given {inputs.ps:g}, {inputs.pu:g}; "
@@ -594,7 +605,7 @@ def study_status_(
     study = load_study(study_file)
     out_dir = out or _study_dir(study.name, smoke)
     states = study_status(study, out_dir, smoke=smoke, only=only)
-    table = Table(title=f"study {study.name} in {out_dir}", box=box.SIMPLE_HEAD,
+    table = Table(title=_title(f"study {study.name} in {out_dir}"), box=box.SIMPLE_HEAD,
                   caption="val%, test% of a stage not done: its best epoch so far (by validation)")
     for col, justify in (("experiment", "left"), ("stage", "left"), ("state", "left"), ("epochs", "right"),
                          ("val%", "right"), ("test%", "right"), ("took", "right"), ("left (at most)", "right"),
@@ -616,7 +627,7 @@ def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
     from slimbench.study.compare import COLUMNS, cell
 
     columns = [c for c in COLUMNS if c[0] == "eligible" or any(row.get(c[0]) is not None for row in rows)]
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption="dim rows: below the accuracy threshold")
+    table = Table(title=_title(title), box=box.SIMPLE_HEAD, caption="dim rows: below the accuracy threshold")
     for _, header, _ in columns:
         table.add_column(header, justify="left" if header == "model" else "right", no_wrap=header == "model")
     for row in rows:

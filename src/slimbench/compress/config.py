@@ -26,7 +26,12 @@ class PruneConfig(StrictModel):
     exclude: list[str] = []  # fnmatch patterns of module names to protect
     protect_classifier: bool = True  # the last Linear layer keeps its outputs (and, unstructured, its weights)
     max_layer_ratio: float = Field(0.9, gt=0, le=1)  # no layer loses more than this share of its channels
-    round_to: int | None = Field(None, gt=0)  # keep channel counts multiples of this (SIMD-friendly)
+    # keep channel counts multiples of this: a number, or the SIMD blocking of a CPU class: `auto` (the machine that
+    # prunes; see slimbench.hardware), `avx2` (8), `avx512` (16), `arm-neon` (8)
+    round_to: int | Literal["auto", "avx2", "avx512", "arm-neon"] | None = None
+    # measure the pruned model against its parent (ONNX Runtime fp32, batch 64, this machine) and fail the stage
+    # when it is not faster: pruning that only looks lighter on paper is refused
+    require_faster: bool = False
     schedule: Literal["oneshot", "iterative"] = "oneshot"
     steps: int = Field(1, gt=0)  # iterative: prune in this many steps, fine-tuning after each
     ramp: Literal["linear", "cubic"] = "linear"  # iterative: how the ratio grows over the steps
@@ -45,6 +50,10 @@ class PruneConfig(StrictModel):
                              f"not {self.method!r}")
         if self.schedule == "oneshot" and self.steps != 1:
             raise ValueError("steps > 1 needs schedule: iterative")
+        if isinstance(self.round_to, int) and self.round_to < 1:
+            raise ValueError("round_to must be a positive channel multiple")
+        if self.require_faster and self.kind != "structured":
+            raise ValueError("require_faster needs kind: structured (zeros do not speed up dense kernels)")
         if self.distill_from_parent and self.finetune is None:
             raise ValueError("distill_from_parent needs finetune settings")
         return self

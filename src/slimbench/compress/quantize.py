@@ -27,8 +27,8 @@ from slimbench.compress.calibration import calibration_indices, dataset_for
 from slimbench.config import StrictModel
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError
+from slimbench.hardware import host
 from slimbench.measure import count_model
-from slimbench.measure.accuracy import read_cpuinfo
 
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 SIDECAR_FORMAT = "slimbench.onnx-artifact"
@@ -68,13 +68,8 @@ class QuantizeResult:
     metrics: dict[str, Any]
 
 
-def cpu_has_vnni() -> bool:
-    flags = read_cpuinfo()
-    return True if flags is None else "vnni" in flags  # unknown CPU: ONNX Runtime's defaults
-
-
 def _reduce_range(config: QuantizeConfig) -> bool:
-    return not cpu_has_vnni() if config.reduce_range == "auto" else bool(config.reduce_range)
+    return not host().int8_dot if config.reduce_range == "auto" else bool(config.reduce_range)
 
 
 def half_artifact(parent: Artifact, mode: str) -> Artifact:
@@ -164,14 +159,14 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     test_x, test_y = data.test_x, data.test_y
     input_shape = tuple(test_x.shape[1:])
     counts = count_model(model, input_shape)
-    float_eval = evaluate(model, test_x, test_y, data.num_classes, precision="fp32", channels_last=False)
+    float_eval = evaluate(model, test_x, test_y, data.num_classes, channels_last=False)
 
     if config.mode in HALF_DTYPES:
         artifact = half_artifact(parent, config.mode)
         path = out_dir / "model.pt"
         save_torch_artifact(artifact, path)  # saved first so the rebuilt model is what is evaluated
         half_model, _ = load_model(path)
-        half_eval = evaluate(half_model, test_x, test_y, data.num_classes, precision="fp32", channels_last=False)
+        half_eval = evaluate(half_model, test_x, test_y, data.num_classes, channels_last=False)
         metrics = {"mode": config.mode, "test_acc": half_eval.accuracy, "float_test_acc": float_eval.accuracy,
                    "accuracy_drop": float_eval.accuracy - half_eval.accuracy, "file_bytes": path.stat().st_size,
                    "float_file_bytes": Path(checkpoint).stat().st_size, "params": counts.params, "macs": counts.macs}

@@ -20,6 +20,7 @@ from torch import nn
 from slimbench.compress.config import PruneConfig
 from slimbench.compress.select import select_layers
 from slimbench.errors import CompressionError
+from slimbench.hardware import channel_multiple
 from slimbench.measure import count_model
 
 Calibrate = Callable[[nn.Module], None]
@@ -41,15 +42,23 @@ class _BarrierPruner(tp.pruner.function.BasePruningFunc):
 
 
 def _importance(method: str) -> tp.importance.Importance:
-    if method == "l1":
-        return tp.importance.GroupMagnitudeImportance(p=1)
-    if method == "l2":
-        return tp.importance.GroupMagnitudeImportance(p=2)
-    if method == "bn_scale":
-        return tp.importance.BNScaleImportance()
-    if method == "taylor":
-        return tp.importance.GroupTaylorImportance()
-    return tp.importance.RandomImportance()
+    criteria = {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "bn_scale": tp.importance.BNScaleImportance,
+        "taylor": tp.importance.GroupTaylorImportance,
+        "random": tp.importance.RandomImportance,
+    }
+    if method not in criteria:  # never fall back to random ranking silently
+        raise CompressionError(f"unknown pruning criterion {method!r}; choose one of {', '.join(criteria)}")
+    return criteria[method]()
+
+
+def resolve_round_to(round_to: int | str | None) -> int | None:
+    """The channel multiple a config's ``round_to`` asks for: a number as is, a CPU class through its SIMD blocking."""
+    if round_to is None or isinstance(round_to, int):
+        return round_to
+    return channel_multiple(round_to)
 
 
 def _barrier_pruners(model: nn.Module) -> dict[type, tp.pruner.function.BasePruningFunc]:
@@ -96,7 +105,7 @@ def _prune_once(model: nn.Module, config: PruneConfig, channel_ratio: float, exa
     pruner = tp.pruner.BasePruner(
         model, example, importance=_importance(config.method), pruning_ratio=channel_ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
-        ignored_layers=ignored, round_to=config.round_to, customized_pruners=barriers or None,
+        ignored_layers=ignored, round_to=resolve_round_to(config.round_to), customized_pruners=barriers or None,
         root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear],
     )
     if grads is not None:

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from slimbench.compress.config import PruneConfig
+from slimbench.errors import CompressionError
 
 
 @dataclass
@@ -29,6 +30,8 @@ class SparsityReport:
 def _scores(weight: torch.Tensor, method: str, generator: torch.Generator) -> torch.Tensor:
     if method == "l1":
         return weight.detach().abs()
+    if method != "random":  # never fall back to random ranking silently
+        raise CompressionError(f"unknown unstructured pruning criterion {method!r}; choose l1 or random")
     # random: a random rank for live weights, below all of them for weights already zero
     noise = torch.rand(weight.shape, generator=generator) + 1.0
     return torch.where(weight.detach() != 0, noise.to(weight.device), torch.zeros_like(weight))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from torch import nn
 
 from slimbench.data.augment import normalize
 from slimbench.errors import SlimbenchError
+from slimbench.hardware import host, host_from_cpuinfo, read_cpuinfo
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -31,49 +33,65 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def read_cpuinfo() -> str | None:
-    """Linux's /proc/cpuinfo (the CPU's name and instruction-set flags); None where there is none."""
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-
-
 def describe_device(device: torch.device) -> str:
     """The device type and the chip's name, e.g. ``cuda: NVIDIA H100 80GB HBM3``: run records name the
-    hardware their timings came from."""
+    hardware their timings came from (the real chip, even where a host profile is assumed)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "cpu":
-        for line in (read_cpuinfo() or "").splitlines():
-            if line.startswith("model name"):
-                return f"cpu: {line.split(':', 1)[1].strip()}"
+        name = host_from_cpuinfo(read_cpuinfo()).cpu_name
+        return f"cpu: {name}" if name != "unknown" else "cpu"
     return device.type
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated and
-    runs an order of magnitude slower than fp32 (measured: ResNet20 training 20 vs 250 img/s on AVX2)."""
-    flags = read_cpuinfo() or ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 where the device computes it natively, fp32 otherwise."""
+    """Training arithmetic. ``auto``: bf16 where the device computes it natively, fp32 otherwise
+    (emulated bf16 on an AVX2 CPU trains ResNet-20 at about 20 against 250 img/s in fp32)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "bf16" if host().native_bf16 else "fp32"
     return "fp32"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+    """bf16/fp16 autocast for training steps; fp32 (and devices without autocast) run as they are."""
+    if precision in ("fp32", "stored") or device.type not in ("cpu", "cuda"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+EVAL_PRECISIONS = ("stored", "bf16", "fp16")
+
+
+class _RoundOutputs:
+    """Float arithmetic whose every layer output is rounded to a half dtype: the semantics of half-precision
+    inference with float accumulation (what fp16/bf16 kernels compute), at fp32 speed on any CPU. The
+    weights are the stored half values, exactly representable in float."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        self.model = copy.deepcopy(model).float()
+        self.dtype = dtype
+        for module in self.model.modules():
+            if not list(module.children()):  # leaves: conv, norm, activation, pooling, linear
+                # inputs too: a functional op between layers (a residual add) rounds its result in half arithmetic
+                module.register_forward_pre_hook(self._round_inputs)
+                module.register_forward_hook(self._round)
+
+    def _round_inputs(self, _module: nn.Module, inputs: tuple[object, ...]) -> tuple[object, ...]:
+        return tuple(x.to(self.dtype).float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                     for x in inputs)
+
+    def _round(self, _module: nn.Module, _inputs: object, output: object) -> object:
+        if isinstance(output, torch.Tensor) and output.is_floating_point():
+            return output.to(self.dtype).float()
+        return output
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype).float())
 
 
 @dataclass
@@ -92,24 +110,36 @@ def evaluate(
     labels: torch.Tensor,
     num_classes: int,
     batch_size: int = 1000,
-    precision: str = "auto",
+    precision: str = "stored",
     channels_last: bool = True,
 ) -> Evaluation:
-    """Evaluate on uint8 NCHW ``images``; the model's device is used, and it is left in eval mode."""
+    """Evaluate on uint8 NCHW ``images``; the model's device is used, and it is left in eval mode.
+
+    ``stored`` (the default, and the only precision a recorded accuracy comes from) evaluates the model as it
+    is stored: fp32 models in fp32 on every machine, fp16/bf16 models with half-precision semantics (every
+    layer's output rounded to their dtype), QAT models as their quantizers define. ``bf16``/``fp16`` run a
+    float model under autocast instead: a speed option, whose results callers must label as such.
+    """
     if images.ndim != 4 or images.shape[1] != 3:
         raise SlimbenchError(f"expected images shaped [N, 3, H, W], got {list(images.shape)}")
+    if precision not in EVAL_PRECISIONS:
+        raise SlimbenchError(f"evaluation precision must be one of {', '.join(EVAL_PRECISIONS)}, got {precision!r}")
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype  # a half-precision model gets half-precision inputs
-    precision = resolve_precision(precision, device)
+    dtype = next(model.parameters()).dtype
     model.eval()
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    if dtype in (torch.float16, torch.bfloat16):
+        if precision != "stored":
+            raise SlimbenchError(f"a {str(dtype).replace('torch.', '')} model evaluates in its stored precision only")
+        forward = _RoundOutputs(model, dtype)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss = 0.0
     outside = 0  # predictions of an output the dataset has no class for (a 1000-way head on CIFAR-10): wrong
     for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last).to(dtype)
+        x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last)
         y = labels[start:start + batch_size].to(device)
         with autocast(device, precision):
-            logits = model(x)
+            logits = forward(x)
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         pred = logits.argmax(1).cpu()
         inside = pred < num_classes

@@ -25,8 +25,12 @@ def evaluate_checkpoint(
     data_dir: str | Path | None = None,
     confusion_png: str | Path | None = None,
     device: str = "auto",
+    precision: str = "stored",
 ) -> dict[str, Any]:
-    """Accuracy, per-class accuracy and confusion matrix of an artifact on ``test`` or ``val``."""
+    """Accuracy, per-class accuracy and confusion matrix of an artifact on ``test`` or ``val``.
+
+    ``precision`` other than ``stored`` (bf16/fp16 autocast of a float model) is a speed option: the report
+    says so under ``precision``, and it is not the model's accuracy."""
     if split not in ("test", "val"):
         raise SlimbenchError(f"split must be 'test' or 'val', got {split!r}")
     model, artifact = load_model(checkpoint)
@@ -45,15 +49,28 @@ def evaluate_checkpoint(
             raise SlimbenchError(f"{checkpoint} was trained without a validation split")
         images, labels = dataset.train_x[splits.val_idx], dataset.train_y[splits.val_idx]
     model = model.to(resolve_device(device))
-    result = evaluate(model, images, labels, dataset.num_classes)
+    result = evaluate(model, images, labels, dataset.num_classes, precision=precision)
     png = Path(confusion_png) if confusion_png else Path(checkpoint).with_name(f"{Path(checkpoint).stem}_confusion_{split}.png")
     plot_confusion(result.confusion, dataset.classes, png, title=f"{Path(checkpoint).name} on {dataset.name} {split}: "
-                   f"{100 * result.accuracy:.2f}%")
+                   f"{100 * result.accuracy:.2f}%" + ("" if precision == "stored" else f" ({precision} autocast)"))
     return {
         "checkpoint": str(checkpoint), "dataset": dataset.name, "split": split, "count": result.count,
-        "accuracy": result.accuracy, "loss": result.loss, "classes": list(dataset.classes),
+        "accuracy": result.accuracy, "correct": round(result.accuracy * result.count),
+        "precision": stored_precision(artifact) if precision == "stored" else f"{precision} autocast (not the stored precision)",
+        "loss": result.loss, "classes": list(dataset.classes),
         "per_class": result.per_class, "confusion": result.confusion, "confusion_png": str(png),
     }
+
+
+def stored_precision(artifact: Any) -> str:
+    """How an artifact computes when evaluated as stored: ``fp32``, ``fp16``/``bf16``, or its QAT bits."""
+    quant = artifact.quant or {}
+    mode = quant.get("mode")
+    if mode in ("fp16", "bf16"):
+        return f"{mode} (stored weights, layer outputs rounded to {mode})"
+    if mode == "qat":
+        return f"w{quant.get('weight_bits')}a{quant.get('activation_bits')} (its quantizers, fp32 arithmetic)"
+    return "fp32"
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str] | tuple[str, ...], path: str | Path,

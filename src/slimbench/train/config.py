@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from slimbench.compress.config import GradualPruningConfig
 from slimbench.config import StrictModel
@@ -22,6 +22,13 @@ class DataConfig(StrictModel):
     split_seed: int = 0
     train_subset: int | None = Field(None, gt=0)  # use only this many training images (seeded), for quick runs
     train_on_val: bool = False  # True: also train on the validation images (then selection falls back to "last")
+
+    @model_validator(mode="after")
+    def _default_fits_the_dataset(self) -> DataConfig:
+        # 5,000 of CIFAR's 50,000 training images; the synthetic set has 512, so its default holds out 64
+        if self.name == "synthetic" and "val_size" not in self.model_fields_set:
+            self.val_size = 64
+        return self
 
 
 class OptimizerConfig(StrictModel):

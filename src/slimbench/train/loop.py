@@ -436,14 +436,12 @@ class _Trainer:
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         state = self._weights_for_eval()
         if state is None:
-            result = evaluate(self.model, x, y, self.dataset.num_classes, precision=self.precision,
-                              channels_last=self.channels_last)
+            result = evaluate(self.model, x, y, self.dataset.num_classes, channels_last=self.channels_last)
             return result.loss, result.accuracy
         backup = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(state)
         try:
-            result = evaluate(self.model, x, y, self.dataset.num_classes, precision=self.precision,
-                              channels_last=self.channels_last)
+            result = evaluate(self.model, x, y, self.dataset.num_classes, channels_last=self.channels_last)
         finally:
             self.model.load_state_dict(backup)
         return result.loss, result.accuracy
@@ -527,7 +525,7 @@ class _Trainer:
             if self.ema:
                 self.model.load_state_dict(self.ema.state_dict())
         final_test = evaluate(self.model, self.dataset.test_x, self.dataset.test_y, self.dataset.num_classes,
-                              precision=self.precision, channels_last=self.channels_last)
+                              channels_last=self.channels_last)
         metrics: dict[str, Any] = {
             "selection": "best validation accuracy" if use_best else "last epoch",
             "selected_epoch": selected_epoch,
