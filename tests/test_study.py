@@ -480,3 +480,49 @@ def test_report_curves_include_the_fine_tunes_of_prune_and_qat_stages(tmp_path):
         ("a (prune fine-tune step2)", tmp_path / "prune/step2/finetune"),
         ("b (quantize fine-tune)", tmp_path / "qat/qat/finetune"),
     ]
+
+
+def test_study_merge_brings_rows_keeps_shared_stages_and_refuses_conflicts(tmp_path, synthetic):
+    """Two copies of a study (two machines): disjoint rows merge, a stage both finished with the same model is
+    kept, one finished with a different model is a conflict that is never overwritten."""
+    from slimbench.study import merge_studies
+
+    tiny = {"model": {"model": "resnet20", "width": 0.25}, "epochs": 1, "batch_size": 64, "data": {"val_size": 64},
+            "report_test_each_epoch": False}
+    spec = {"name": "m", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "a", "stages": [{"train": tiny}]},
+        {"name": "b", "stages": [{"train": {**tiny, "optimizer": {"lr": 0.05}}}]},
+        {"name": "c", "from": "a", "stages": [{"prune": {"kind": "structured", "ratio": 0.3}}]},
+    ]}
+    study = Study.model_validate(spec)
+    quiet = {"dataset": synthetic, "progress": False, "log": lambda _: None}
+    run_study(study, tmp_path / "here", only=["a"], **quiet)
+    run_study(study, tmp_path / "there", only=["c", "b"], **quiet)  # c needs a: both machines trained it
+    (tmp_path / "other").mkdir()
+    spec_other = json.loads(json.dumps(spec))
+    spec_other["experiments"][0]["stages"][0]["train"]["epochs"] = 2  # another version of the file
+    run_study(Study.model_validate(spec_other), tmp_path / "other", only=["a"], **quiet)
+
+    report = merge_studies(study, [tmp_path / "there", tmp_path / "other"], tmp_path / "here")
+    assert report.ok and len(report.identical) == 1 and len(report.copied) == 2  # a shared; b and c brought in
+    assert len(report.refused) == 1 and "not a stage of" in report.refused[0]
+    assert [r["experiment"] for r in load_rows([tmp_path / "here"])] == ["a", "b", "c"]
+    assert {s.state for s in study_status(study, tmp_path / "here")} == {"done"}
+    c_row = next(r for r in load_rows([tmp_path / "here"]) if r["experiment"] == "c")
+    assert Path(c_row["model_path"]).is_relative_to(tmp_path / "here") and Path(c_row["model_path"]).is_file()
+    assert run_study(study, tmp_path / "here", **quiet)  # nothing left to run: every stage is done here
+    # a conflict: the same stage finished elsewhere with another model (a nondeterministic machine, say)
+    from slimbench.artifact import load_artifact, save_artifact
+
+    stage = next((tmp_path / "there" / "stages").glob("train-*/done.json")).parent
+    done = json.loads((stage / "done.json").read_text())
+    model_path = stage / done["output"]
+    artifact = load_artifact(model_path)
+    artifact.state = {k: v + 1 if v.is_floating_point() else v for k, v in artifact.state.items()}
+    save_artifact(artifact, model_path)
+    before = (tmp_path / "here" / "stages" / stage.name / done["output"]).read_bytes()
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(spec))
+    result = CliRunner().invoke(app, ["study", "merge", str(tmp_path / "m.yaml"), str(tmp_path / "there"),
+                                      "--into", str(tmp_path / "here")])
+    assert result.exit_code == 1 and "CONFLICT" in result.output
+    assert (tmp_path / "here" / "stages" / stage.name / done["output"]).read_bytes() == before

@@ -40,7 +40,8 @@ def test_training_learns_and_writes_the_run(tmp_path, synthetic):
 
 
 def test_resume_equals_uninterrupted(tmp_path, synthetic):
-    cfg = small_config(ema_decay=0.9, augment={"cutout": 8, "mixup_alpha": 0.2})
+    cfg = small_config(ema_decay=0.9, augment={"cutout": 8, "mixup_alpha": 0.2, "alternate_flip": True},
+                       whiten_stem=True)
     straight = train(cfg, run_dir=tmp_path / "a", progress=False, dataset=synthetic)
 
     def stop_after_two(record):
@@ -242,3 +243,40 @@ def test_a_resumed_run_reports_each_layout_it_trained_in():
     assert describe_spans(history, "memory_format") == ("unrecorded (epochs 1-2), contiguous (epochs 3-4), "
                                                 "channels_last (epoch 5)")
     assert describe_spans(history[2:4], "memory_format") == "contiguous"
+
+
+def test_whitened_stem_decorrelates_the_first_layer(synthetic):
+    from slimbench.data import normalize
+    from slimbench.models import build_model
+    from slimbench.train.whiten import whiten_first_conv
+
+    model = build_model({"model": "resnet20"})
+    conv = whiten_first_conv(model, synthetic.train_x[:256])
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(normalize(synthetic.train_x[256:512], channels_last=False), conv.weight)
+    channels = out[:, :8].permute(1, 0, 2, 3).reshape(8, -1)  # the first half: one filter per eigenvector
+    correlation = torch.corrcoef(channels)
+    assert torch.allclose(channels.var(1), torch.ones(8), rtol=0.3)  # unit variance on unseen images
+    assert (correlation - torch.eye(8)).abs().max() < 0.2
+    assert torch.equal(conv.weight[8:], -conv.weight[:8])  # both signs survive the ReLU
+
+
+def test_alternating_flips_show_each_image_both_ways(tmp_path, synthetic):
+    """With alternate_flip, each image is mirrored in exactly one of any two consecutive epochs."""
+    from slimbench.data import BatchAugmenter
+    from slimbench.train.loop import _Trainer
+
+    cfg = small_config(epochs=2, augment={"alternate_flip": True})
+    trainer = _Trainer(cfg, tmp_path, synthetic)
+    start = trainer.flip_start
+    assert start is not None and 0.3 < start.float().mean() < 0.7
+    augmenter = BatchAugmenter(crop_padding=0, channels_last=False)
+    x, y = synthetic.train_x[:64], synthetic.train_y[:64]
+    gen = torch.Generator().manual_seed(0)
+    plain, _ = augmenter(x, y, gen, torch.zeros(64, dtype=torch.bool))
+    even, _ = augmenter(x, y, gen, start[:64] ^ False)
+    odd, _ = augmenter(x, y, gen, start[:64] ^ True)
+    mirrored = plain.flip(3)
+    for i in range(64):
+        assert torch.equal(even[i], mirrored[i] if start[i] else plain[i])
+        assert torch.equal(odd[i], plain[i] if start[i] else mirrored[i])

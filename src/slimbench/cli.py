@@ -623,6 +623,31 @@ def study_status_(
     console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no stages")
 
 
+@study_app.command("merge")
+def study_merge(
+    study_file: Annotated[Path, typer.Argument(help="Study YAML the directories were run from.")],
+    sources: Annotated[list[Path], typer.Argument(help="Other copies of the study directory (a GPU machine's...).")],
+    into: Annotated[Path, typer.Option(help="The study directory to merge into (created if absent).")],
+    smoke: Annotated[bool, typer.Option(help="Merge smoke-run stages.")] = False,
+) -> None:
+    """Bring finished stages, logs, curves and rows of other copies of a study into one directory. A stage
+    finished in both with different models is a conflict: never overwritten, reported, exit status 1."""
+    from slimbench.study import load_study, merge_studies
+
+    study = load_study(study_file)
+    result = merge_studies(study, list(sources), into, smoke=smoke)
+    for label, items, colour in (("copied", result.copied, "green"), ("replaced an unfinished stage", result.replaced,
+                                 "green"), ("already here, same model", result.identical, "dim"),
+                                 ("unfinished, copied (study run resumes it)", result.unfinished, "yellow"),
+                                 ("refused", result.refused, "yellow"), ("CONFLICT", result.conflicts, "red")):
+        for item in items:
+            console.print(f"[{colour}]{label}[/]: {item}", soft_wrap=True)
+    console.print(f"{len(result.rows)} row(s) in {into / 'results.json'}: {', '.join(result.rows) or 'none'}",
+                  soft_wrap=True)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
     from slimbench.study.compare import COLUMNS, cell
 

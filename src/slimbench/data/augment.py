@@ -34,9 +34,10 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
     return padded[batch, rows, cols].permute(0, 3, 1, 2)  # NHWC storage = channels_last NCHW
 
 
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
+def random_flip(x: torch.Tensor, gen: torch.Generator, flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2, or where the boolean ``flip`` says."""
+    if flip is None:
+        flip = torch.rand(x.shape[0], generator=gen, device=x.device) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
@@ -108,11 +109,13 @@ class BatchAugmenter:
     def mixes(self) -> bool:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the float batch and targets: class indices, or soft targets when mixing."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                 flip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the float batch and targets: class indices, or soft targets when mixing. ``flip``: which
+        images to mirror (alternating flips), instead of a coin per image."""
         x = random_crop(x, self.crop_padding, gen)
         if self.flip:
-            x = random_flip(x, gen)
+            x = random_flip(x, gen, flip)
         x = cutout(x, self.cutout_size, gen)
         x = normalize(x, channels_last=self.channels_last)
         if not self.mixes:

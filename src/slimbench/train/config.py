@@ -54,6 +54,9 @@ class ScheduleConfig(StrictModel):
 class AugmentConfig(StrictModel):
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
+    # flip each image on every other epoch from a seeded start (airbench) instead of a fresh coin each time: every
+    # image is seen both ways within two epochs, which matters when there are only a few
+    alternate_flip: bool = False
     cutout: int = Field(0, ge=0)
     mixup_alpha: float = Field(0.0, ge=0)
     cutmix_alpha: float = Field(0.0, ge=0)
@@ -88,6 +91,7 @@ class TrainConfig(StrictModel):
     early_stop_patience: int | None = Field(None, gt=0)
     report_test_each_epoch: bool = True  # logged for the report only, never used for selection
     distill: DistillConfig | None = None
+    whiten_stem: bool = False  # start the first convolution as a whitening of training patches (fresh models only)
     bn_l1: float = Field(0.0, ge=0)  # network slimming: L1 pull on batch-norm scales, for bn_scale pruning later
     gradual_pruning: GradualPruningConfig | None = None  # unstructured sparsity ramped up while training
 

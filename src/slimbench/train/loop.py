@@ -44,6 +44,7 @@ from slimbench.train.distill import distillation_loss
 from slimbench.train.distributed import check_batch, init_distributed
 from slimbench.train.ema import WeightEMA
 from slimbench.train.schedule import build_optimizer, lr_factor, set_lr
+from slimbench.train.whiten import whiten_first_conv
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -226,6 +227,9 @@ class _Trainer:
         else:
             torch.manual_seed(config.seed)
             model = build_model(spec)
+            if config.whiten_stem:  # from the training images only: validation and test stay unseen
+                pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
+                whiten_first_conv(model, self.dataset.train_x[train_idx[pick[:5000]]])
         self.channels_last = config.channels_last and channels_last_is_safe(model)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
@@ -262,6 +266,9 @@ class _Trainer:
             num_classes=self.dataset.num_classes, channels_last=self.channels_last,
         )
         self.gen = torch.Generator(device=self.device).manual_seed(config.seed)
+        # alternating flips: each image's orientation in even epochs, fixed by the seed (odd epochs mirror it)
+        self.flip_start = (torch.rand(len(self.train_x), generator=torch.Generator().manual_seed(config.seed + 1)) < 0.5
+                           ).to(self.device) if config.augment.alternate_flip else None
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.best_val = -1.0
@@ -384,7 +391,8 @@ class _Trainer:
             step = epoch * self.steps_per_epoch + i
             set_lr(optimizer, base_lr * lr_factor(cfg.schedule, step, self.steps_per_epoch, cfg.epochs))
             idx = order[i * cfg.batch_size + first:i * cfg.batch_size + first + self.local_batch]
-            x, target = self.augment(self.train_x[idx], self.train_y[idx], augment_gen)
+            flip = None if self.flip_start is None else self.flip_start[idx] ^ bool(epoch % 2)
+            x, target = self.augment(self.train_x[idx], self.train_y[idx], augment_gen, flip)
             with autocast(self.device, self.precision):
                 logits = model(x)
                 loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
