@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -228,6 +230,39 @@ def test_study_file_errors(tmp_path):
     path.write_text(yaml.safe_dump({**TWO, "experiment": []}))
     with pytest.raises(ConfigError):
         load_study(path)
+
+
+@pytest.mark.parametrize(("stage", "key", "where"), [
+    ({"export": {"parity_images": 64, "latencyy": False}}, "latencyy", "stage 3 (export)"),
+    ({"prune": {"ratio": 0.3, "finetune": {"epochz": 2}}}, "finetune.epochz", "stage 3 (prune)"),
+    ({"quantize": {"mode": "qat", "weight_bits": 9}}, "weight_bits", "stage 3 (quantize)"),
+])
+def test_a_misspelled_key_in_the_last_stage_fails_before_anything_trains(tmp_path, stage, key, where):
+    import time
+
+    bad = json.loads(json.dumps(TWO))
+    bad["experiments"][1]["stages"].append(stage)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "slimbench.cli", "study", "run", str(path), "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert time.perf_counter() - started < 5  # the interpreter, torch's import and the check: no training
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    [line] = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert line.startswith("error:") and "experiment 'student'" in line and where in line and repr(key) in line
+    with pytest.raises(ConfigError, match="experiment 'student'"):  # the Python API checks before running too
+        run_study(Study.model_validate(bad), tmp_path / "out2", progress=False, log=lambda _: None)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_torchscript_export_stage_gives_a_row(tmp_path, synthetic):
+    study = json.loads(json.dumps(TWO))
+    study["experiments"][1]["stages"][1] = {"export": {"format": "torchscript", "parity_images": 32}}
+    base, student = run_study(Study.model_validate(study), tmp_path / "s", smoke=True, dataset=synthetic,
+                              progress=False, log=lambda _: None)
+    assert student["export_path"].endswith("model.torchscript.pt") and Path(student["export_path"]).is_file()
+    assert student["params"] == base["params"] and student["test_acc"] is not None  # measured on its artifact
 
 
 @pytest.mark.parametrize("name", ["quickstart", "brief", "fixed", "frontier"])

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 
 from slimbench.artifact import atomic_write, load_artifact, now_iso
-from slimbench.config import validate
 from slimbench.data import ImageDataset, load_dataset
 from slimbench.errors import ConfigError, SlimbenchError
 from slimbench.study.spec import Experiment, Study, references
+from slimbench.study.stages import StageContext, stage_kind
 from slimbench.train import TrainingInterrupted
 
-SMOKE_TRAIN_IMAGES, SMOKE_TEST_IMAGES, SMOKE_VAL_IMAGES = 512, 256, 64
+SMOKE_TRAIN_IMAGES, SMOKE_TEST_IMAGES = 512, 256
 RESULTS_FILE = "results.json"
 RECENT_EPOCHS = 5  # the time-left estimate follows the median of this many latest epochs
 
@@ -47,28 +47,8 @@ def smoke_dataset(dataset: ImageDataset) -> ImageDataset:
 
 
 def smoke_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The same stage shrunk to one epoch and small calibration/parity sets, in eager mode.
-
-    ``compile`` is switched off: compiling costs a minute or more per model on a CPU, which a one-epoch check
-    on a few hundred images does not need (the compiled path has a slow test of its own).
-    """
-    config = json.loads(json.dumps(config))
-    if kind == "train":
-        config.update(epochs=1, report_test_each_epoch=False, compile=False)
-        config.setdefault("data", {})["val_size"] = SMOKE_VAL_IMAGES
-        config["batch_size"] = min(int(config.get("batch_size", 128)), 64)
-        config.pop("early_stop_patience", None)
-        if config.get("schedule", {}).get("milestones"):
-            config["schedule"]["milestones"] = []
-    if kind in ("prune", "quantize") and config.get("finetune"):
-        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
-    if kind == "prune" and config.get("steps", 1) > 2:
-        config["steps"] = 2
-    if kind == "quantize":
-        config.update(calibration_size=64, parity_images=64, min_agreement=0.01)
-    if kind == "export":
-        config.update(parity_images=64, latency=False)
-    return config
+    """The same stage shrunk to one epoch and small calibration/parity sets, in eager mode (each kind says how)."""
+    return stage_kind(kind).smoke(config)
 
 
 def _key(payload: dict[str, Any]) -> str:
@@ -221,10 +201,7 @@ def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
                                      val_acc=metrics.get("val_acc"), test_acc=metrics.get("test_acc")))
         for index, (kind, config, key, stage_dir) in enumerate(planned, start=1):
             state = StageState(name, index, kind, key, stage_dir, "pending")
-            if kind == "train":
-                state.epochs_planned = int(config.get("epochs", 60))
-            elif isinstance(config.get("finetune"), dict):
-                state.epochs_planned = int(config["finetune"].get("epochs", 0)) * int(config.get("steps", 1) or 1)
+            state.epochs_planned = stage_kind(kind).epochs(config)
             if (stage_dir / "done.json").exists():
                 record = json.loads((stage_dir / "done.json").read_text())
                 metrics = record.get("metrics") or {}
@@ -254,41 +231,15 @@ def _chosen(study: Study, only: list[str] | None) -> set[str]:
 def _run_stage(kind: str, config: dict[str, Any], source: Path | None, stage_dir: Path, dataset: ImageDataset,
                data: dict[str, Any], progress: bool, command: str | None = None) -> tuple[Path, dict[str, Any]]:
     """One stage through the public API of its package; returns its output model and metrics."""
-    if kind == "train":
-        from slimbench.train import TrainConfig, resume_training, train
-
-        if (stage_dir / "last.pt").exists() and not (stage_dir / "model.pt").exists():
-            teacher = (config.get("distill") or {}).get("teacher")  # where it is now, if the study has moved
-            return stage_dir / "model.pt", resume_training(stage_dir, progress=progress, dataset=dataset,
-                                                           teacher=teacher).metrics
-        settings = {**config, "data": {**data, **config.get("data", {})}}
-        if source is not None:
-            settings.setdefault("init_from", str(source))
-        result = train(validate(TrainConfig, settings, f"{stage_dir.name}"), run_dir=stage_dir, progress=progress,
-                       dataset=dataset)
-        return result.model_path, result.metrics
-    if source is None:
+    stage = stage_kind(kind)
+    if stage.needs_model and source is None:
         raise ConfigError(f"a {kind} stage needs a model: put a train stage before it or start from an experiment")
-    if kind == "prune":
-        from slimbench.compress import PruneConfig, prune
+    return stage.run(config, StageContext(source, stage_dir, dataset, data, progress, command))
 
-        result = prune(source, validate(PruneConfig, config, "prune"), stage_dir, dataset=dataset, progress=progress)
-        return result.model_path, result.metrics
-    if kind == "quantize":
-        from slimbench.compress import QuantizeConfig, quantize
 
-        q = quantize(source, validate(QuantizeConfig, config, "quantize"), stage_dir, dataset=dataset, progress=progress)
-        return q.path, q.metrics
-    import inspect
-
-    from slimbench.export import export
-
-    allowed = set(inspect.signature(export).parameters) - {"checkpoint", "out_dir", "dataset", "quantize_config"}
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"export stage: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
-    exported = export(source, stage_dir, dataset=dataset, **{"commands": [command] if command else None, **config})
-    return exported.path, {"parity": exported.parity, "card": str(exported.card)}
+def is_artifact(path: Path) -> bool:
+    """A slimbench model artifact (what later stages and rows read), not a TorchScript export beside one."""
+    return path.suffix == ".pt" and not path.name.endswith(".torchscript.pt")
 
 
 def _portable(output: Path, stage_dir: Path) -> str:
@@ -358,11 +309,15 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
                 atomic_write(done, json.dumps(record, indent=2, default=str).encode())
         model = stage_output(record, stage_dir)
         record = {**record, "output": str(model)}
-        if model.suffix == ".pt":
+        if is_artifact(model):
             last_pt = model
         stage_records.append(record)
     finals[experiment.name] = (key, last_pt if last_pt is not None else model)
-    row = result_row(study, experiment, model, stage_records)
+    # a TorchScript export is measured through the artifact it was made from (the row names the export too)
+    measured = model if model is None or is_artifact(model) or model.suffix == ".onnx" else last_pt
+    row = result_row(study, experiment, measured, stage_records)
+    if measured != model:
+        row["export_path"] = str(model)
     row["study_wall_s"] = time.perf_counter() - started
     row["key"] = key  # the final stage's key: a row from an older file counts only while its key still matches
     return row
@@ -430,6 +385,7 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
               dataset: ImageDataset | None = None, address: str | None = None, progress: bool = True,
               only: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every experiment of ``study`` into ``out_dir`` (resumable); writes ``results.json`` and returns its rows."""
+    study.check_stages()  # before anything runs or is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "study.json", json.dumps(study.model_dump(mode="json", by_alias=True), indent=2).encode())

@@ -34,8 +34,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from slimbench.config import StrictModel, read_yaml, validate
 from slimbench.errors import ConfigError
-
-STAGE_KINDS = ("train", "prune", "quantize", "export")
+from slimbench.study.stages import STAGES
 
 
 class Reported(StrictModel):
@@ -65,8 +64,8 @@ class Experiment(StrictModel):
     @classmethod
     def _one_kind_per_stage(cls, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for i, stage in enumerate(stages):
-            if len(stage) != 1 or next(iter(stage)) not in STAGE_KINDS:
-                raise ValueError(f"stage {i + 1} must be one of {', '.join(STAGE_KINDS)} with its config, "
+            if len(stage) != 1 or next(iter(stage)) not in STAGES:
+                raise ValueError(f"stage {i + 1} must be one of {', '.join(STAGES)} with its config, "
                                  f"got keys {list(stage)}")
             if not isinstance(next(iter(stage.values())) or {}, dict):
                 raise ValueError(f"stage {i + 1}: its config must be a mapping")
@@ -104,6 +103,19 @@ class Study(StrictModel):
         if self._file is None:  # built in Python, not read from a file
             return f"run_study(<study {self.name}>, {str(out_dir)!r}, smoke={smoke}, only=[{experiment!r}])"
         return f"slimbench study run {self._file} --only {experiment} --out {out_dir}" + (" --smoke" if smoke else "")
+
+    def check_stages(self, source: str | None = None) -> Study:
+        """Every stage's config against its kind's model, before anything runs: a misspelled key in the last stage
+        of a study fails now, not after hours of training. Raises ConfigError naming experiment, stage and key."""
+        where = source or self._file or f"study {self.name}"
+        for experiment in self.experiments:
+            for index, stage in enumerate(experiment.stages, start=1):
+                kind, config = next(iter(stage.items()))
+                try:
+                    STAGES[kind].check(config or {}, self.data)
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: experiment {experiment.name!r}, stage {index} ({kind}): {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Study:
@@ -145,4 +157,4 @@ def load_study(path: str | Path) -> Study:
     for experiment in study.experiments:  # a checkpoint path in the file means: beside the file
         if experiment.checkpoint and not Path(experiment.checkpoint).expanduser().is_absolute():
             experiment.checkpoint = str((path.parent / experiment.checkpoint).resolve())
-    return study.read_from(path)
+    return study.read_from(path).check_stages()

@@ -1,0 +1,220 @@
+"""The stage kinds a study can use, each declared once: its config model, how it runs, its smoke settings and
+its epoch estimate. A study file is validated against these when it is loaded, so a misspelled key in the
+last stage of a long study fails before anything trains. New kinds register with :func:`register_stage`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from slimbench.compress import PruneConfig, QuantizeConfig
+from slimbench.config import StrictModel, format_validation_error
+from slimbench.data import ImageDataset
+from slimbench.errors import ConfigError
+from slimbench.train import TrainConfig
+
+SMOKE_VAL_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a running stage gets: its input model (None for a first train stage), its directory, the data."""
+
+    source: Path | None
+    stage_dir: Path
+    dataset: ImageDataset
+    data: dict[str, Any]  # the study's data section
+    progress: bool
+    command: str | None  # the command that remakes this stage (model cards print it)
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    check: Callable[[dict[str, Any], dict[str, Any]], None]  # (config, study data) -> raises ValueError
+    run: Callable[[dict[str, Any], StageContext], tuple[Path, dict[str, Any]]]
+    smoke: Callable[[dict[str, Any]], dict[str, Any]]
+    epochs: Callable[[dict[str, Any]], int | None]
+    needs_model: bool = True
+
+
+STAGES: dict[str, StageKind] = {}
+
+
+def register_stage(kind: StageKind) -> StageKind:
+    STAGES[kind.name] = kind
+    return kind
+
+
+def stage_kind(name: str) -> StageKind:
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage kind {name!r}; known: {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+def _check(model: type[StrictModel], config: dict[str, Any], prefix: str = "") -> None:
+    """Validate ``config``; the error names the key (under ``prefix``, e.g. ``finetune.``) in one line."""
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(config)
+    except ValidationError as exc:
+        message = format_validation_error(exc, "").removeprefix(": ")
+        raise ValueError(message.replace("key '", f"key '{prefix}", 1)) from None
+
+
+def _check_finetune(config: dict[str, Any]) -> None:
+    """Fine-tuning settings are trainer keys laid over the parent's training config: each must be one."""
+    finetune = config.get("finetune")
+    if isinstance(finetune, dict):
+        _check(TrainConfig, finetune, "finetune.")
+
+
+def _copy(config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(config))
+
+
+# ---- train ------------------------------------------------------------------------------------------------
+def _train_settings(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "data": {**data, **config.get("data", {})}}
+
+
+def _train_check(config: dict[str, Any], data: dict[str, Any]) -> None:
+    _check(TrainConfig, _train_settings(config, data))
+
+
+def _train_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
+    from slimbench.config import validate
+    from slimbench.train import resume_training, train
+
+    if (ctx.stage_dir / "last.pt").exists() and not (ctx.stage_dir / "model.pt").exists():
+        teacher = (config.get("distill") or {}).get("teacher")  # where it is now, if the study has moved
+        return ctx.stage_dir / "model.pt", resume_training(ctx.stage_dir, progress=ctx.progress, dataset=ctx.dataset,
+                                                           teacher=teacher).metrics
+    settings = _train_settings(config, ctx.data)
+    if ctx.source is not None:
+        settings.setdefault("init_from", str(ctx.source))
+    result = train(validate(TrainConfig, settings, ctx.stage_dir.name), run_dir=ctx.stage_dir, progress=ctx.progress,
+                   dataset=ctx.dataset)
+    return result.model_path, result.metrics
+
+
+def _train_smoke(config: dict[str, Any]) -> dict[str, Any]:
+    # compile is switched off: compiling costs a minute or more per model on a CPU, which a one-epoch check on a
+    # few hundred images does not need (the compiled path has a slow test of its own)
+    config = _copy(config)
+    config.update(epochs=1, report_test_each_epoch=False, compile=False)
+    config.setdefault("data", {})["val_size"] = SMOKE_VAL_IMAGES
+    config["batch_size"] = min(int(config.get("batch_size", 128)), 64)
+    config.pop("early_stop_patience", None)
+    if config.get("schedule", {}).get("milestones"):
+        config["schedule"]["milestones"] = []
+    return config
+
+
+register_stage(StageKind("train", _train_check, _train_run, _train_smoke,
+                         lambda c: int(c.get("epochs", TrainConfig.model_fields["epochs"].default)),
+                         needs_model=False))
+
+
+# ---- prune and quantize -----------------------------------------------------------------------------------
+def _finetune_epochs(config: dict[str, Any]) -> int | None:
+    finetune = config.get("finetune")
+    if not isinstance(finetune, dict):
+        return None
+    return int(finetune.get("epochs", 0)) * int(config.get("steps", 1) or 1)
+
+
+def _prune_check(config: dict[str, Any], _data: dict[str, Any]) -> None:
+    _check(PruneConfig, config)
+    _check_finetune(config)
+
+
+def _prune_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
+    from slimbench.compress import prune
+    from slimbench.config import validate
+
+    assert ctx.source is not None
+    result = prune(ctx.source, validate(PruneConfig, config, "prune"), ctx.stage_dir, dataset=ctx.dataset,
+                   progress=ctx.progress)
+    return result.model_path, result.metrics
+
+
+def _prune_smoke(config: dict[str, Any]) -> dict[str, Any]:
+    config = _copy(config)
+    if config.get("finetune"):
+        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
+    if config.get("steps", 1) > 2:
+        config["steps"] = 2
+    return config
+
+
+register_stage(StageKind("prune", _prune_check, _prune_run, _prune_smoke, _finetune_epochs))
+
+
+def _quantize_check(config: dict[str, Any], _data: dict[str, Any]) -> None:
+    _check(QuantizeConfig, config)
+    _check_finetune(config)
+
+
+def _quantize_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
+    from slimbench.compress import quantize
+    from slimbench.config import validate
+
+    assert ctx.source is not None
+    result = quantize(ctx.source, validate(QuantizeConfig, config, "quantize"), ctx.stage_dir, dataset=ctx.dataset,
+                      progress=ctx.progress)
+    return result.path, result.metrics
+
+
+def _quantize_smoke(config: dict[str, Any]) -> dict[str, Any]:
+    config = _copy(config)
+    if config.get("finetune"):
+        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
+    config.update(calibration_size=64, parity_images=64, min_agreement=0.01)
+    return config
+
+
+register_stage(StageKind("quantize", _quantize_check, _quantize_run, _quantize_smoke,
+                         lambda c: _finetune_epochs(c) if c.get("mode") == "qat" else None))
+
+
+# ---- export -----------------------------------------------------------------------------------------------
+class ExportConfig(StrictModel):
+    """The options of ``slimbench export`` a study stage may set."""
+
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    format: Literal["onnx", "torchscript"] = "onnx"
+    dynamic_batch: bool = True
+    batch_size: int = Field(1, gt=0)
+    opset: int | None = Field(None, gt=0)
+    parity_images: int = Field(500, gt=0)
+    latency: bool = True
+
+
+def _export_check(config: dict[str, Any], _data: dict[str, Any]) -> None:
+    _check(ExportConfig, config)
+
+
+def _export_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
+    from slimbench.config import validate
+    from slimbench.export import export
+
+    assert ctx.source is not None
+    settings = validate(ExportConfig, config, "export").model_dump(exclude_none=True)
+    exported = export(ctx.source, ctx.stage_dir, dataset=ctx.dataset, commands=[ctx.command] if ctx.command else None,
+                      **settings)
+    return exported.path, {"parity": exported.parity, "card": str(exported.card), "format": settings["format"]}
+
+
+def _export_smoke(config: dict[str, Any]) -> dict[str, Any]:
+    return {**_copy(config), "parity_images": 64, "latency": False}
+
+
+register_stage(StageKind("export", _export_check, _export_run, _export_smoke, lambda _: None))
