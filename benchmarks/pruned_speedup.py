@@ -25,10 +25,10 @@ from slimbench.compress import PruneConfig
 from slimbench.compress.calibration import calibration_indices, dataset_for
 from slimbench.compress.prune import prune_model
 from slimbench.compress.quantize import QuantizeConfig, quantize_int8_onnx
-from slimbench.export.onnx import export_onnx
 from slimbench.hardware import host
 from slimbench.measure import count_model
 from slimbench.measure.latency import measure_onnx_latency
+from slimbench.runtimes.onnx import export_onnx
 
 PARENT = Path(__file__).resolve().parent / "results/resnet20-cifar10/model.pt"
 

@@ -102,7 +102,7 @@ def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
     import os
     import stat
 
-    from slimbench import artifact
+    from slimbench.artifact import core as artifact
 
     mask = os.umask(0o022)
     try:

@@ -7,11 +7,11 @@ from typer.testing import CliRunner
 from slimbench.artifact import Artifact, load_model, save_artifact
 from slimbench.cli import app
 from slimbench.compress import PruneConfig, prune, prune_model
-from slimbench.compress.config import ramp_ratios
 from slimbench.errors import CheckpointError, ConfigError
 from slimbench.measure import count_model
 from slimbench.models import build_model
 from slimbench.score import inputs_from_artifact, load_rule
+from slimbench.sparsity.config import ramp_ratios
 from zoo import ZOO, zoo_id
 
 # Every zoo family, narrowed where the full model would make the test slow; the graph is the same.

@@ -11,11 +11,10 @@ from onnx import numpy_helper
 from torch import nn
 from typer.testing import CliRunner
 
-from slimbench.artifact import Artifact, load_artifact, load_model, save_artifact
+from slimbench.artifact import Artifact, load_artifact, load_model, read_sidecar, save_artifact
 from slimbench.cli import app
 from slimbench.compress import PruneConfig, QuantizeConfig, prune, quantize
 from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits, weight_levels
-from slimbench.compress.quantize import read_sidecar
 from slimbench.data import normalize
 from slimbench.errors import CompressionError, ConfigError, ExportError
 from slimbench.export import export
@@ -38,6 +37,9 @@ def test_w4a4_trains_and_stores_16_levels_per_channel(w4a4):
     assert log[-1]["train_loss"] < log[0]["train_loss"]
     # the training time reaches the study's "train s" column, as a prune fine-tune's does
     assert w4a4.metrics["train_seconds"] == pytest.approx(sum(r["epoch_s"] for r in log))
+    # one parameter count: the fine-tune's run and the QAT result (and its score) agree; step sizes are not weights
+    finetune_metrics = json.loads((w4a4.path.parent / "qat/finetune/metrics.json").read_text())
+    assert finetune_metrics["params"] == w4a4.metrics["params"] == inputs_from_artifact(w4a4.path, load_rule("brief"))[0].w
     model, artifact = load_model(w4a4.path)
     layers = artifact.quant["layers"]
     levels = weight_levels(model)

@@ -8,10 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from slimbench.artifact import Artifact, load_model, save_artifact
+from slimbench.artifact import Artifact, load_model, read_sidecar, save_artifact
 from slimbench.cli import app
 from slimbench.compress import QuantizeConfig, quantize
-from slimbench.compress.quantize import read_sidecar
 from slimbench.errors import CompressionError, ExportError
 from slimbench.export import check_parity, export, export_onnx
 from slimbench.measure import evaluate, measure

@@ -561,3 +561,19 @@ def test_study_merge_brings_rows_keeps_shared_stages_and_refuses_conflicts(tmp_p
                                       "--into", str(tmp_path / "here")])
     assert result.exit_code == 1 and "CONFLICT" in result.output
     assert (tmp_path / "here" / "stages" / stage.name / done["output"]).read_bytes() == before
+
+
+def test_smoke_calibration_never_sees_validation_images(synthetic):
+    """A smoke run trains on a 512-image slice holding out 64: later stages calibrate on that run's own training
+    split (before, they rebuilt a split of a tenth, 51 images, and drew some of the 64 validation images)."""
+    from slimbench.artifact import Artifact
+    from slimbench.compress.calibration import calibration_indices
+    from slimbench.data import split_dataset
+
+    data = study_runner.smoke_dataset(synthetic)
+    config = study_runner.smoke_config("train", {"epochs": 3})
+    lineage = [{"stage": "train", "config": {"data": {"name": "synthetic", **config["data"]}}}]
+    artifact = Artifact(spec={"model": "resnet20"}, state={}, lineage=lineage)
+    validation = set(split_dataset(data, config["data"]["val_size"], 0).val_idx.tolist())
+    picked = set(calibration_indices(data, artifact, 10_000, seed=0).tolist())
+    assert len(picked) == len(data.train_y) - len(validation) and not picked & validation

@@ -8,15 +8,13 @@ from typing import Any
 import torch
 
 from slimbench.artifact import Artifact
-from slimbench.data import ImageDataset, load_dataset, split_dataset
+from slimbench.artifact import training_config as lineage_training_config
+from slimbench.data import ImageDataset, load_dataset, training_split
 
 
 def training_config(artifact: Artifact) -> dict[str, Any]:
     """The resolved config of the last training step in the lineage ({} when there is none)."""
-    for step in reversed(artifact.lineage):
-        if step.get("stage") == "train":
-            return dict(step.get("config") or {})
-    return {}
+    return lineage_training_config(artifact.lineage)
 
 
 def dataset_for(artifact: Artifact, dataset: ImageDataset | None = None) -> ImageDataset:
@@ -29,8 +27,6 @@ def dataset_for(artifact: Artifact, dataset: ImageDataset | None = None) -> Imag
 
 def calibration_indices(dataset: ImageDataset, artifact: Artifact, count: int, seed: int = 0) -> torch.Tensor:
     """``count`` seeded indices into ``dataset.train_x``, drawn from the split the model trained on."""
-    data = training_config(artifact).get("data") or {}
-    val_size = min(int(data.get("val_size", 5000)), len(dataset.train_y) // 10)
-    train_idx = split_dataset(dataset, val_size, int(data.get("split_seed", 0))).train_idx
+    train_idx = training_split(dataset, training_config(artifact).get("data") or {}).train_idx
     pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
     return train_idx[pick[:count]]

@@ -23,17 +23,15 @@ from slimbench.artifact import (
     atomic_write,
     code_version,
     config_hash,
+    lineage_step,
     load_artifact,
     load_model,
     now_iso,
     save_artifact,
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
-from slimbench.compress.config import PruneConfig, ramp_ratios
 from slimbench.compress.finetune import finetune
-from slimbench.compress.select import select_layers
 from slimbench.compress.structured import prune_structured, resolve_round_to
-from slimbench.compress.unstructured import prune_unstructured
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
@@ -42,6 +40,9 @@ from slimbench.measure import count_model
 from slimbench.models import build_model
 from slimbench.models.structure import structure_changes
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
+from slimbench.sparsity.config import PruneConfig, ramp_ratios
+from slimbench.sparsity.select import select_layers
+from slimbench.sparsity.unstructured import prune_unstructured
 
 
 @dataclass
@@ -129,8 +130,8 @@ def measured_speedup(parent: nn.Module, pruned: nn.Module, input_shape: tuple[in
     """ONNX Runtime fp32 latency of both models on this machine, timed in alternating rounds (so that a busy
     moment hits both); raises when the pruned model is not faster. Channel counts that do not fill the CPU's
     SIMD blocks can make a smaller network slower (16-wide AVX-512 kernels with channels rounded to 8)."""
-    from slimbench.export.onnx import export_onnx
     from slimbench.measure.latency import measure_onnx_latency
+    from slimbench.runtimes.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = [export_onnx(m.eval(), Path(tmp) / f"{label}.onnx", input_shape)
@@ -150,15 +151,7 @@ def measured_speedup(parent: nn.Module, pruned: nn.Module, input_shape: tuple[in
 
 def _pruned_artifact(parent: Artifact, pruned: nn.Module, config: PruneConfig, record: dict[str, Any]) -> Artifact:
     unpruned = build_model(parent.spec)
-    step = {
-        "stage": "prune",
-        "config": config.model_dump(mode="json"),
-        "config_hash": config_hash(config.model_dump(mode="json")),
-        "parent": parent.digest,
-        "code": code_version(),
-        "time": now_iso(),
-        "metrics": record,
-    }
+    step = lineage_step("prune", config.model_dump(mode="json"), parent.digest, record)
     return Artifact.from_model(
         parent.spec, pruned, structure=structure_changes(unpruned, pruned) or None, quant=parent.quant,
         lineage=[*parent.lineage, step], metrics={k: v for k, v in record.items() if k != "per_layer_sparsity"},

@@ -46,7 +46,8 @@ from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
 from slimbench.measure import count_model
-from slimbench.models.lowbit import QUANTIZER_MARK, apply_lowbit, is_lowbit
+from slimbench.models import weight_parameters
+from slimbench.models.lowbit import apply_lowbit, is_lowbit
 from slimbench.runs import DB_NAME, ResultsStore
 
 
@@ -93,7 +94,7 @@ def effective_bits(model: nn.Module, plan: dict[str, dict[str, Any]],
                    input_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, float]:
     """Parameter-weighted weight bits, MAC-weighted activation bits and MAC-weighted max(qw, qa)."""
     counts = count_model(model, input_shape)
-    params = {name: p.numel() for name, p in model.named_parameters() if QUANTIZER_MARK not in name}
+    params = {name: p.numel() for name, p in weight_parameters(model)}
     total_params = sum(params.values())
     weight_bit_total = 0.0
     for name, numel in params.items():

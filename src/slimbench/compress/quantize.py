@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from slimbench.artifact import Artifact, atomic_write, code_version, config_hash, load_artifact, load_model, now_iso
+from slimbench.artifact import Artifact, atomic_write, lineage_step, load_artifact, load_model, write_sidecar
 from slimbench.artifact import save_artifact as save_torch_artifact
 from slimbench.compress.calibration import calibration_indices, dataset_for
 from slimbench.config import StrictModel
@@ -31,7 +31,6 @@ from slimbench.hardware import host
 from slimbench.measure import count_model
 
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-SIDECAR_FORMAT = "slimbench.onnx-artifact"
 
 
 class LayerBits(StrictModel):
@@ -83,9 +82,7 @@ def half_artifact(parent: Artifact, mode: str) -> Artifact:
 
 
 def quantize_step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:
-    settings = config.model_dump(mode="json")
-    return {"stage": "quantize", "config": settings, "config_hash": config_hash(settings), "parent": parent.digest,
-            "code": code_version(), "time": now_iso(), "metrics": metrics}
+    return lineage_step("quantize", config.model_dump(mode="json"), parent.digest, metrics)
 
 
 def _calibration_images(dataset: ImageDataset, parent: Artifact, config: QuantizeConfig) -> torch.Tensor:
@@ -142,8 +139,8 @@ def quantize_int8_onnx(float_onnx: str | Path, out_path: str | Path, calibration
 def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
              dataset: ImageDataset | None = None, progress: bool = True) -> QuantizeResult:
     """Quantize a model artifact; fp16/bf16/qat give ``model.pt``, int8 gives ``model.int8.onnx`` and its sidecar."""
-    from slimbench.export.onnx import check_parity, export_onnx
     from slimbench.measure.accuracy import evaluate
+    from slimbench.runtimes.onnx import check_parity, export_onnx
 
     if config.mode == "qat":
         from slimbench.compress.qat import quantize_aware_training
@@ -198,7 +195,7 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
 
 
 def _onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    from slimbench.measure.latency import onnx_session
+    from slimbench.runtimes.onnx import onnx_session
 
     session = onnx_session(path)
     name = session.get_inputs()[0].name
@@ -207,40 +204,3 @@ def _onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor, batch
         x = normalize(images[start:start + batch_size], channels_last=False).numpy().astype(np.float32)
         correct += int((session.run(None, {name: x})[0].argmax(1) == labels[start:start + batch_size].numpy()).sum())
     return correct / len(images)
-
-
-def sidecar_path(onnx_path: str | Path) -> Path:
-    path = Path(onnx_path)
-    return path.with_suffix(".json")
-
-
-def write_sidecar(onnx_path: Path, parent: Artifact, quant: dict[str, Any] | None, lineage: list[dict[str, Any]],
-                  source: str, metrics: dict[str, Any]) -> Path:
-    import hashlib
-
-    payload = {"format": SIDECAR_FORMAT, "onnx": onnx_path.name,
-               "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(), "source_checkpoint": source,
-               "spec": parent.spec,
-               "structure": parent.structure, "quant": quant, "lineage": lineage, "metrics": metrics}
-    path = sidecar_path(onnx_path)
-    atomic_write(path, json.dumps(payload, indent=2, default=str).encode())
-    return path
-
-
-def read_sidecar(onnx_path: str | Path) -> dict[str, Any]:
-    """The recipe and lineage written beside an exported ONNX file, checked against the file's hash."""
-    import hashlib
-
-    onnx_path = Path(onnx_path)
-    path = sidecar_path(onnx_path)
-    if not path.is_file():
-        raise CompressionError(f"{onnx_path}: no {path.name} beside it (export or quantize with slimbench)")
-    try:
-        payload = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise CompressionError(f"{path}: not valid JSON") from None
-    if payload.get("format") != SIDECAR_FORMAT:
-        raise CompressionError(f"{path}: not a slimbench ONNX sidecar")
-    if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != payload.get("onnx_sha256"):
-        raise CompressionError(f"{onnx_path}: does not match the hash in {path.name} (modified or replaced)")
-    return payload

@@ -2,7 +2,7 @@
 
 Torch-Pruning groups every layer coupled to a channel (through residual additions, concatenations and
 depthwise convolutions) so that removing a channel keeps the network consistent. slimbench adds three things
-on top: the layer selection of :mod:`slimbench.compress.select`, modules that declare themselves channel
+on top: the layer selection of :mod:`slimbench.sparsity.select`, modules that declare themselves channel
 barriers (e.g. ResNet option-A shortcuts, whose zero-padding fixes a channel mapping), and a search that
 turns "remove 30 % of the parameters (or MACs)" into Torch-Pruning's per-layer channel ratio.
 """
@@ -17,11 +17,11 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from slimbench.compress.config import PruneConfig
-from slimbench.compress.select import select_layers
 from slimbench.errors import CompressionError
 from slimbench.hardware import channel_multiple
 from slimbench.measure import count_model
+from slimbench.sparsity.config import PruneConfig
+from slimbench.sparsity.select import select_layers
 
 Calibrate = Callable[[nn.Module], None]
 

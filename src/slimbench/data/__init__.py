@@ -6,7 +6,7 @@ from pathlib import Path
 
 from slimbench.data.augment import CIFAR_MEAN, CIFAR_STD, BatchAugmenter, normalize
 from slimbench.data.cifar import DATA_ENV, SOURCES, ImageDataset, load_cifar
-from slimbench.data.splits import Splits, split_dataset, stratified_split
+from slimbench.data.splits import Splits, split_dataset, stratified_split, training_split
 from slimbench.data.synthetic import make_synthetic
 from slimbench.errors import DatasetError
 
@@ -24,5 +24,5 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "DATASETS", "DATA_ENV", "BatchAugmenter", "ImageDataset", "Splits",
-    "load_cifar", "load_dataset", "make_synthetic", "normalize", "split_dataset", "stratified_split",
+    "load_cifar", "load_dataset", "make_synthetic", "normalize", "split_dataset", "stratified_split", "training_split",
 ]

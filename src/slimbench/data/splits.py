@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -41,3 +42,13 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int = 0) -> Spli
 
 def split_dataset(dataset: ImageDataset, val_size: int, seed: int = 0) -> Splits:
     return stratified_split(dataset.train_y, val_size, seed)
+
+
+def training_split(dataset: ImageDataset, data: dict[str, Any]) -> Splits:
+    """The split a run made, from the data section of its config: the trainer, ``eval --split val`` and the
+    calibration of later stages all call this, so calibration never draws the run's validation images. On a
+    dataset smaller than the one the run held out from (the run's validation images cannot be in it), a tenth."""
+    val_size = int(data.get("val_size", 5000))
+    if val_size >= len(dataset.train_y):
+        val_size = len(dataset.train_y) // 10
+    return split_dataset(dataset, val_size, int(data.get("split_seed", 0)))

@@ -10,18 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slimbench.artifact import atomic_write, load_artifact, load_model
+from slimbench.artifact import atomic_write, load_artifact, load_model, read_sidecar, write_sidecar
 from slimbench.compress.calibration import dataset_for
-from slimbench.compress.quantize import QuantizeConfig, quantize, read_sidecar, write_sidecar
+from slimbench.compress.quantize import QuantizeConfig, quantize
 from slimbench.data import ImageDataset
 from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
-from slimbench.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
 from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
 from slimbench.measure.latency import measure_latency, measure_onnx_latency
+from slimbench.runtimes.onnx import DEFAULT_OPSET, check_parity, export_onnx
 
 
 @dataclass

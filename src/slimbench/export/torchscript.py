@@ -15,7 +15,7 @@ from torch import nn
 
 from slimbench.artifact import atomic_write
 from slimbench.data import normalize
-from slimbench.export.onnx import Parity, compare_logits
+from slimbench.runtimes.onnx import Parity, compare_logits
 
 
 @torch.no_grad()

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimbench.models import weight_parameters
+
 COUNTING_RULE = "conv-linear-macs"
-QUANTIZER_MARK = "_quant."  # parameter names of low-bit layers' step sizes (Brevitas)
 
 
 @dataclass
@@ -76,8 +77,7 @@ def count_model(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) ->
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    # learned quantizer step sizes (one per channel or tensor) fold into the integer kernels' scales: not weights
-    weights = [p for name, p in model.named_parameters() if QUANTIZER_MARK not in name]
+    weights = [p for _, p in weight_parameters(model)]
     return ModelCounts(
         input_shape=list(input_shape),
         params=sum(p.numel() for p in weights),
@@ -180,7 +180,7 @@ def scored_nonzero(model: nn.Module, quant: dict[str, Any] | None, lineage: list
     like any other, not removed weights. So for QAT models only the zeros of tensors that pruning sparsified
     (recorded in the lineage) are left out; for other models every zero is.
     """
-    weights = [(name, p) for name, p in model.named_parameters() if QUANTIZER_MARK not in name]
+    weights = weight_parameters(model)
     if (quant or {}).get("mode") != "qat":
         return sum(int(torch.count_nonzero(p)) for _, p in weights)
     pruned = {name for step in lineage if step.get("stage") == "prune"

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimbench.runtimes.onnx import onnx_session
+
 ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime")
 
 
@@ -65,17 +67,6 @@ def measure_latency(model: nn.Module, batch_size: int = 1, input_shape: tuple[in
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     return time_calls(lambda: runner(x), batch_size, warmup, repeats, torch.get_num_threads(),
                       "pytorch-compile" if compile else "pytorch-eager", sync)
-
-
-def onnx_session(path: str | Path, threads: int | None = None):  # type: ignore[no-untyped-def]
-    """An ONNX Runtime CPU session with all graph optimisations and a fixed thread count."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def measure_onnx_latency(path: str | Path, batch_size: int = 1, input_shape: tuple[int, ...] = (3, 32, 32),

@@ -5,18 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slimbench.artifact import load_model
-from slimbench.data import load_dataset, split_dataset
+from slimbench.artifact import load_model, training_data
+from slimbench.data import load_dataset, training_split
 from slimbench.errors import SlimbenchError
 from slimbench.measure.accuracy import evaluate, resolve_device
-
-
-def _training_data_config(lineage: list[dict[str, Any]]) -> dict[str, Any]:
-    """The data section of the most recent training step, so `val` means the split that run held out."""
-    for step in reversed(lineage):
-        if step.get("stage") == "train":
-            return dict(step.get("config", {}).get("data", {}))
-    return {}
 
 
 def evaluate_checkpoint(
@@ -34,7 +26,7 @@ def evaluate_checkpoint(
     if split not in ("test", "val"):
         raise SlimbenchError(f"split must be 'test' or 'val', got {split!r}")
     model, artifact = load_model(checkpoint)
-    data_cfg = _training_data_config(artifact.lineage)
+    data_cfg = training_data(artifact.lineage)
     name = data_cfg.get("name", "cifar10")
     dataset = load_dataset(name, data_dir if data_dir is not None else data_cfg.get("dir"))
     if dataset.num_classes != artifact.spec.get("num_classes"):
@@ -44,7 +36,7 @@ def evaluate_checkpoint(
     if split == "test":
         images, labels = dataset.test_x, dataset.test_y
     else:
-        splits = split_dataset(dataset, int(data_cfg.get("val_size", 5000)), int(data_cfg.get("split_seed", 0)))
+        splits = training_split(dataset, data_cfg)
         if len(splits.val_idx) == 0:
             raise SlimbenchError(f"{checkpoint} was trained without a validation split")
         images, labels = dataset.train_x[splits.val_idx], dataset.train_y[splits.val_idx]

@@ -43,7 +43,7 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
     onnx_file: Path | None = None
     report: dict[str, Any] = {}
     if path.suffix == ".onnx":
-        from slimbench.compress.quantize import read_sidecar
+        from slimbench.artifact import read_sidecar
 
         sidecar = read_sidecar(path)
         onnx_file = path
@@ -95,7 +95,7 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         shape = tuple(counts.input_shape)
         with tempfile.TemporaryDirectory() as tmp:
             if "onnxruntime" in engines and onnx_file is None:
-                from slimbench.export.onnx import export_onnx
+                from slimbench.runtimes.onnx import export_onnx
 
                 onnx_file = export_onnx(model, Path(tmp) / "model.onnx", shape)
             for batch in batch_sizes:

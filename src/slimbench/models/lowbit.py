@@ -24,8 +24,9 @@ from typing import Any
 from torch import nn
 
 from slimbench.errors import CheckpointError
-from slimbench.measure.counts import QUANTIZER_MARK  # noqa: F401  (re-exported: step-size parameter names)
 from slimbench.models.structure import replace_module
+
+QUANTIZER_MARK = "_quant."  # parameter names of low-bit layers' step sizes (Brevitas): not weights
 
 
 @functools.cache

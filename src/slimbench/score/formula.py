@@ -162,7 +162,7 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
 
     model = None
     if str(path).endswith(".onnx"):  # exported or int8: the sidecar holds the counts, bits and lineage
-        from slimbench.compress.quantize import read_sidecar
+        from slimbench.artifact import read_sidecar
 
         sidecar = read_sidecar(path)
         metrics, lineage, quant = sidecar.get("metrics") or {}, sidecar.get("lineage") or [], sidecar.get("quant") or {}

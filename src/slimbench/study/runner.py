@@ -364,7 +364,7 @@ def _spec_of(model: Path | None) -> dict[str, Any] | None:
     if model is None:
         return None
     if model.suffix == ".onnx":
-        from slimbench.compress.quantize import read_sidecar
+        from slimbench.artifact import read_sidecar
 
         return read_sidecar(model).get("spec")
     return load_artifact(model).spec

@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slimbench.compress.config import GradualPruningConfig
 from slimbench.config import StrictModel
 from slimbench.errors import ModelError
 from slimbench.models import normalize_spec
+from slimbench.sparsity.config import GradualPruningConfig
 
 DEFAULT_MODEL = "resnet20"
 

@@ -25,20 +25,22 @@ from slimbench.artifact import (
     atomic_write,
     code_version,
     config_hash,
+    inherited_lineage,
+    lineage_step,
     load_artifact,
     load_model,
     now_iso,
     safe_torch_load,
     save_artifact,
 )
-from slimbench.compress.select import select_layers
-from slimbench.compress.unstructured import MaskKeeper, apply_masks_in_place, compute_masks, sparsity_of
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
 from slimbench.measure.accuracy import autocast, describe_device, evaluate, resolve_device, resolve_precision
 from slimbench.models import build_model, count_parameters
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
+from slimbench.sparsity.select import select_layers
+from slimbench.sparsity.unstructured import MaskKeeper, apply_masks_in_place, compute_masks, sparsity_of
 from slimbench.train.config import TrainConfig
 from slimbench.train.distill import distillation_loss
 from slimbench.train.distributed import check_batch, init_distributed
@@ -219,8 +221,7 @@ class _Trainer:
             if resume_from is None:
                 self.parent, self.lineage = parent.digest, list(parent.lineage)
             else:  # last.pt's lineage ends with the steps this run appends (gradual pruning adds its own)
-                own_steps = 2 if config.gradual_pruning else 1
-                self.parent, self.lineage = parent.lineage[-1].get("parent"), list(parent.lineage[:-own_steps])
+                self.lineage, self.parent = inherited_lineage(parent.lineage)
             # Weights zeroed by unstructured pruning stay zero while fine-tuning.
             sparse = sorted({name for step in self.lineage if step.get("stage") == "prune"
                              for name in (step.get("metrics") or {}).get("sparse_params", [])})
@@ -278,15 +279,7 @@ class _Trainer:
 
     # ---- persistence -------------------------------------------------------------------------
     def _artifact(self, state: dict[str, torch.Tensor] | None, metrics: dict[str, Any]) -> Artifact:
-        step = {
-            "stage": "train",
-            "config": self.cfg.model_dump(mode="json"),
-            "config_hash": config_hash(self.cfg.model_dump(mode="json")),
-            "parent": self.parent,
-            "code": code_version(),
-            "time": now_iso(),
-            "metrics": metrics,
-        }
+        step = lineage_step("train", self.cfg.model_dump(mode="json"), self.parent, metrics)
         steps = [self._gradual_step(), step] if self.gradual else [step]
         artifact = Artifact.from_model(self.spec, self.model, structure=self.structure, quant=self.quant,
                                        lineage=[*self.lineage, *steps], metrics=metrics)
@@ -360,16 +353,12 @@ class _Trainer:
         nonzero = sum(int(torch.count_nonzero(p)) for p in self.model.parameters())
         total = sum(p.numel() for p in self.model.parameters())
         original = self.original_params
-        settings = self.gradual.model_dump(mode="json")
-        return {
-            "stage": "prune", "config": {"kind": "unstructured", "schedule": "gradual", **settings},
-            "config_hash": config_hash(settings), "parent": self.parent, "code": code_version(), "time": now_iso(),
-            "metrics": {"kind": "unstructured", "sparsity": report.sparsity, "per_layer_sparsity": report.per_layer,
-                        "params_before": total, "params_after": total, "original_params": original,
-                        "unstructured_ratio": max(self.nonzero_at_start - nonzero, 0) / original,
-                        "structured_ratio": 0.0,
-                        "sparse_params": self.sparse_names},
-        }
+        settings = {"kind": "unstructured", "schedule": "gradual", **self.gradual.model_dump(mode="json")}
+        return lineage_step("prune", settings, self.parent, {
+            "kind": "unstructured", "sparsity": report.sparsity, "per_layer_sparsity": report.per_layer,
+            "params_before": total, "params_after": total, "original_params": original,
+            "unstructured_ratio": max(self.nonzero_at_start - nonzero, 0) / original, "structured_ratio": 0.0,
+            "sparse_params": self.sparse_names})
 
     # ---- the hot path --------------------------------------------------------------------------
     def _train_epoch(self, epoch: int, advance: Callable[[int, float, float], None]) -> dict[str, Any]:

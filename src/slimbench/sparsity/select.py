@@ -6,8 +6,8 @@ from fnmatch import fnmatch
 
 from torch import nn
 
-from slimbench.compress.config import PruneConfig
 from slimbench.errors import ConfigError
+from slimbench.sparsity.config import PruneConfig
 
 _TYPES = {"conv": (nn.Conv2d, nn.Conv1d), "linear": (nn.Linear,)}
 

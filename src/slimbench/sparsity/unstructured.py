@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from slimbench.compress.config import PruneConfig
 from slimbench.errors import CompressionError
+from slimbench.sparsity.config import PruneConfig
 
 
 @dataclass

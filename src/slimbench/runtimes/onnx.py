@@ -85,6 +85,17 @@ def _export_lowbit(model: nn.Module, example: torch.Tensor, path: str, dynamic_b
     export_onnx_qcdq(model, args=example, export_path=path, dynamo=False, keep_initializers_as_inputs=False, **kwargs)
 
 
+def onnx_session(path: str | Path, threads: int | None = None):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime CPU session with all graph optimisations and a fixed thread count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 @dataclass
 class Parity:
     images: int
@@ -111,8 +122,6 @@ def check_parity(model: nn.Module, onnx_path: str | Path, images: torch.Tensor, 
     largest logit when that exceeds 1; ``None`` checks top-1 only, for quantized models whose logits differ by
     design.
     """
-    from slimbench.measure.latency import onnx_session
-
     session = onnx_session(onnx_path)
     declared = session.get_inputs()[0]
     expected = declared.shape[1:]
