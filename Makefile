@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/slimbench study run studies/quickstart.yaml
+	$(VENV)/bin/slimbench demo
 
 test: install
 	$(PY) -m pytest -q

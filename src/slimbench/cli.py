@@ -39,6 +39,16 @@ def _title(text: str) -> Text:
     return Text(text, no_wrap=True, overflow="ignore")
 
 
+def _dataset_of(checkpoint: Path, data_dir: Path | None) -> Any:
+    """The dataset a model was trained on, from --data-dir (None: where its lineage says, else the defaults)."""
+    if data_dir is None:
+        return None
+    from slimbench.artifact import load_artifact
+    from slimbench.compress.calibration import dataset_for
+
+    return dataset_for(load_artifact(checkpoint), data_dir=data_dir)
+
+
 def _pct(value: Any) -> str:
     return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
 
@@ -165,14 +175,11 @@ def quantize(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """Quantize a model: fp16/bf16 halve the file; int8 runs with ONNX Runtime's integer kernels; qat trains w2-w8/a2-a8."""
-    import os
 
     from slimbench.compress import QuantizeConfig
     from slimbench.compress import quantize as run_quantize
     from slimbench.config import load_config, parse_override
 
-    if data_dir is not None:
-        os.environ["SLIMBENCH_DATA"] = str(data_dir)
     flags = {"mode": mode, "calibration": calibration, "calibration_size": calibration_size,
              "weight_bits": weight_bits, "activation_bits": activation_bits, "first_last_bits": first_last_bits,
              "distill_from_parent": distill}
@@ -188,7 +195,8 @@ def quantize(
             overrides["finetune.optimizer.lr"] = lr
     overrides.update(dict(parse_override(item) for item in set_ or []))
     cfg = load_config(QuantizeConfig, config, overrides)
-    result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}", progress=progress)
+    result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}", progress=progress,
+                          dataset=_dataset_of(checkpoint, data_dir))
     m = result.metrics
     table = Table(title=_title(f"{cfg.mode}: {result.path}"), show_header=False, box=box.SIMPLE)
     if cfg.mode == "qat":
@@ -227,13 +235,10 @@ def export(
     latency: Annotated[bool, typer.Option(help="Time PyTorch and ONNX Runtime at batch 1 for the model card.")] = True,
 ) -> None:
     """Export to ONNX (or TorchScript), prove it matches PyTorch on test images, and write MODEL_CARD.md beside it."""
-    import os
     import shlex
 
     from slimbench.export import export as run_export
 
-    if data_dir is not None:
-        os.environ["SLIMBENCH_DATA"] = str(data_dir)
     if format_ not in ("onnx", "torchscript"):
         raise SlimbenchError(f"format must be onnx or torchscript, got {format_!r}")
     chosen = "int8" if int8 else precision
@@ -241,6 +246,7 @@ def export(
         raise SlimbenchError(f"precision must be fp32, fp16 or int8, got {chosen!r}")
     command = "slimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_export(checkpoint, out or checkpoint.parent / "export", precision=chosen,  # type: ignore[arg-type]
+                        dataset=_dataset_of(checkpoint, data_dir),
                         format=format_,  # type: ignore[arg-type]
                         dynamic_batch=fixed_batch is None, batch_size=fixed_batch or 1, opset=opset, latency=latency,
                         commands=[command])
@@ -499,52 +505,37 @@ def score(
 @app.command()
 def demo(
     data_dir: DataDir = None,
-    epochs: Annotated[int, typer.Option(help="Epochs of the short run.")] = 2,
-    train_images: Annotated[int, typer.Option(help="Training images used (a seeded subset).")] = 10000,
-    val_images: Annotated[int, typer.Option(help="Validation images held out for model selection.")] = 1000,
+    out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/quickstart).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the study's).")] = None,
+    train_images: Annotated[int | None, typer.Option(help="Training images (a seeded subset; default: the study's).")] = None,
+    val_images: Annotated[int | None, typer.Option(help="Validation images held out (default: the study's).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """A short end-to-end job on CIFAR-10: fetch the data, train a small ResNet-20, prune it, export it to int8
-    ONNX, score it."""
-    import os
+    """The quickstart study (studies/quickstart.yaml, also `make demo`): train ResNet-20 with the fast recipe on
+    CIFAR-10, prune 30% of it, quantize to int8, export with a model card, compare and write report.html."""
+    from importlib.resources import files
 
-    from slimbench.compress import PruneConfig
-    from slimbench.compress import prune as run_prune
-    from slimbench.config import load_config
-    from slimbench.export import export as run_export
-    from slimbench.measure import evaluate_checkpoint
-    from slimbench.score import compute_score, inputs_from_artifact, load_rule
-    from slimbench.train import TrainConfig
-    from slimbench.train import train as run_training
+    from slimbench.study import Study, load_study, run_study, select, write_report
 
-    if data_dir is not None:
-        os.environ["SLIMBENCH_DATA"] = str(data_dir)
-
-    cfg = load_config(TrainConfig, None, {
-        "name": "demo", "model": {"model": "resnet20", "width": 0.5}, "epochs": epochs,
-        "data": {"name": "cifar10", "dir": str(data_dir) if data_dir else None, "train_subset": train_images,
-                 "val_size": val_images},
-        "schedule": {"name": "onecycle"}, "optimizer": {"lr": 0.2}, "label_smoothing": 0.1,
-    })
-    result = run_training(cfg)
-    report = evaluate_checkpoint(result.model_path, split="test", data_dir=data_dir)
-    console.print(
-        f"[bold]demo[/]: ResNet-20 x0.5 ({result.metrics['params']:,} parameters), {epochs} epochs on "
-        f"{result.metrics['train_images']:,} images: test accuracy {_pct(report['accuracy'])}; "
-        f"run in {result.run_dir}, confusion matrix {report['confusion_png']}"
-    )
-    pruned = run_prune(result.model_path, PruneConfig(name="demo-pruned", ratio=0.3, finetune={"epochs": 1}))
-    exported = run_export(pruned.model_path, pruned.run_dir / "export", precision="int8",
-                          commands=["slimbench demo"])
-    inputs, accuracy = inputs_from_artifact(exported.path, load_rule("brief"))
-    score = compute_score(inputs, "brief")
-    console.print(
-        f"[bold]demo[/]: pruned 30% of the parameters ({inputs.w:,.0f} left) and fine-tuned 1 epoch; int8 ONNX "
-        f"{exported.path} ({exported.path.stat().st_size:,} bytes), test accuracy {_pct(accuracy)}, "
-        f"score {score.total:.4f} (8-bit weights and activations"
-        + ("" if accuracy is not None and accuracy >= score.rule.min_accuracy else
-           f"; not eligible: below {_pct(score.rule.min_accuracy)} accuracy") + f"); model card {exported.card}"
-    )
-    runs(root=result.run_dir.parent, limit=5, json_=False)
+    study = load_study(Path(str(files("slimbench.study") / "quickstart.yaml")))
+    if epochs is not None or train_images is not None or val_images is not None:  # a smaller (or larger) run
+        payload = study.model_dump(mode="json", by_alias=True)
+        train = payload["experiments"][0]["stages"][0]["train"]
+        train.update({"epochs": epochs} if epochs is not None else {})
+        data = train.setdefault("data", {})
+        data.update({"train_subset": train_images} if train_images is not None else {})
+        data.update({"val_size": val_images} if val_images is not None else {})
+        study = Study.model_validate(payload).read_from(study.file).check_stages()
+    out_dir = out or _study_dir(study.name, False)
+    rows = run_study(study, out_dir, progress=progress, data_dir=data_dir,
+                     log=lambda line: console.print(f"[dim]{line}[/]"))
+    _print_rows(select(rows, "score"), f"study {study.name}")
+    for row in rows:
+        if str(row.get("model_path", "")).endswith(".int8.onnx"):
+            console.print(f"[bold]demo[/]: int8 ONNX {row['model_path']}: test accuracy {_pct(row.get('test_acc'))}, "
+                          f"score {row['score']:.4f}" + ("" if row.get("eligible") else " (below the accuracy line)"),
+                          soft_wrap=True)
+    console.print(f"report: {write_report(out_dir)}", soft_wrap=True)
 
 
 study_app = typer.Typer(help="Studies: many experiments (train, prune, quantize, export) from one YAML file.",
@@ -565,16 +556,13 @@ def study_run(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a study; finished stages are skipped, an interrupted one resumes. Ends with a table and report.html."""
-    import os
 
     from slimbench.study import load_study, run_study, select, write_report
 
-    if data_dir is not None:
-        os.environ["SLIMBENCH_DATA"] = str(data_dir)
     study = load_study(study_file)
     out_dir = out or _study_dir(study.name, smoke)
     rows = run_study(study, out_dir, backend=backend, smoke=smoke, address=address, progress=progress, only=only,
-                     log=lambda line: console.print(f"[dim]{line}[/]"))
+                     log=lambda line: console.print(f"[dim]{line}[/]"), data_dir=data_dir)
     _print_rows(select(rows, "score"), f"study {study.name}" + (" (smoke)" if smoke else ""))
     if report:
         console.print(f"report: {write_report(out_dir)}")

@@ -3,6 +3,7 @@ split (never the validation or test images, which stay for selection and the rep
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,12 +18,15 @@ def training_config(artifact: Artifact) -> dict[str, Any]:
     return lineage_training_config(artifact.lineage)
 
 
-def dataset_for(artifact: Artifact, dataset: ImageDataset | None = None) -> ImageDataset:
-    """``dataset`` when given, else the one the lineage trained on (same name, folder and download setting)."""
+def dataset_for(artifact: Artifact, dataset: ImageDataset | None = None,
+                data_dir: str | Path | None = None) -> ImageDataset:
+    """``dataset`` when given, else the one the lineage trained on (same name and download setting), from
+    ``data_dir`` when given, else from the folder the lineage names (else $SLIMBENCH_DATA or the cache)."""
     if dataset is not None:
         return dataset
     data = training_config(artifact).get("data") or {}
-    return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+    return load_dataset(data.get("name", "cifar10"), data_dir if data_dir is not None else data.get("dir"),
+                        download=bool(data.get("download", True)))
 
 
 def calibration_indices(dataset: ImageDataset, artifact: Artifact, count: int, seed: int = 0) -> torch.Tensor:

@@ -383,7 +383,8 @@ def _order(study: Study) -> list[list[Experiment]]:
 
 def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: bool = False,
               dataset: ImageDataset | None = None, address: str | None = None, progress: bool = True,
-              only: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              only: list[str] | None = None, log: Callable[[str], None] = print,
+              data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Run every experiment of ``study`` into ``out_dir`` (resumable); writes ``results.json`` and returns its rows."""
     study.check_stages()  # before anything runs or is written
     out_dir = Path(out_dir)
@@ -403,9 +404,9 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
             atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
 
     if backend == "ray":
-        rows = _run_ray(study, out_dir, smoke, address, chosen, log, write_results)
+        rows = _run_ray(study, out_dir, smoke, address, chosen, log, write_results, data_dir)
     elif backend == "local":
-        data = dataset if dataset is not None else _load_data(study)
+        data = dataset if dataset is not None else _load_data(study, data_dir)
         data = smoke_dataset(data) if smoke else data
         finals: dict[str, tuple[str, Path]] = {}
         rows = []
@@ -435,16 +436,20 @@ def _earlier_rows(study: Study, out_dir: Path, smoke: bool) -> dict[str, dict[st
             if row.get("key") is not None and current.get(row.get("experiment")) == row["key"]}
 
 
-def _load_data(study: Study) -> ImageDataset:
+def _load_data(study: Study, data_dir: str | Path | None = None) -> ImageDataset:
+    """The study's dataset; ``data_dir`` (the CLI's --data-dir) says where its files are without entering the
+    stage keys: the same data found elsewhere is the same study."""
     data = study.data
-    return load_dataset(data.get("name", "cifar10"), data.get("dir"), download=bool(data.get("download", True)))
+    return load_dataset(data.get("name", "cifar10"), data_dir if data_dir is not None else data.get("dir"),
+                        download=bool(data.get("download", True)))
 
 
 def _ray_experiment(study_json: dict[str, Any], study_file: str | None, name: str, out_dir: str, smoke: bool,
-                    finals: dict[str, tuple[str, str]]) -> tuple[dict[str, Any], tuple[str, str]]:
+                    finals: dict[str, tuple[str, str]],
+                    data_dir: str | None = None) -> tuple[dict[str, Any], tuple[str, str]]:
     study = Study.model_validate(study_json).read_from(study_file)
     experiment = next(e for e in study.experiments if e.name == name)
-    data = _load_data(study)
+    data = _load_data(study, data_dir)
     data = smoke_dataset(data) if smoke else data
     known = {k: (v[0], Path(v[1])) for k, v in finals.items()}
     row = run_experiment(study, experiment, Path(out_dir), data, known, smoke, progress=False, log=lambda _: None)
@@ -453,7 +458,8 @@ def _ray_experiment(study_json: dict[str, Any], study_file: str | None, name: st
 
 
 def _run_ray(study: Study, out_dir: Path, smoke: bool, address: str | None, chosen: set[str],
-             log: Callable[[str], None], on_rows: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+             log: Callable[[str], None], on_rows: Callable[[list[dict[str, Any]]], None],
+             data_dir: str | Path | None = None) -> list[dict[str, Any]]:
     try:
         import ray
     except ImportError:
@@ -472,7 +478,8 @@ def _run_ray(study: Study, out_dir: Path, smoke: bool, address: str | None, chos
 
         for wave in _order(study):
             pending = {remote.options(num_cpus=e.cpus, num_gpus=e.gpus).remote(
-                study_json, study.file, e.name, str(out_dir.resolve()), smoke, dict(finals)): e.name
+                study_json, study.file, e.name, str(out_dir.resolve()), smoke, dict(finals),
+                None if data_dir is None else str(data_dir)): e.name
                 for e in wave if e.name in chosen}
             while pending:  # whichever finishes first is recorded first
                 [future], _ = ray.wait(list(pending), num_returns=1)

@@ -261,6 +261,7 @@ class _Trainer:
         if config.distill:
             teacher, _ = load_model(config.distill.teacher)
             self.teacher = teacher.to(self.device, memory_format=memory).eval()
+        self.after_backward, self.after_step = self._step_hooks()
         self.augment = BatchAugmenter(
             crop_padding=config.augment.crop_padding, flip=config.augment.flip, cutout_size=config.augment.cutout,
             mixup_alpha=config.augment.mixup_alpha, cutmix_alpha=config.augment.cutmix_alpha,
@@ -360,6 +361,47 @@ class _Trainer:
             "unstructured_ratio": max(self.nonzero_at_start - nonzero, 0) / original, "structured_ratio": 0.0,
             "sparse_params": self.sparse_names})
 
+    # ---- the optional parts of a training step, as small hooks -------------------------------------
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (label smoothing, soft targets when mixing), plus distillation when a teacher is set."""
+        loss = F.cross_entropy(logits, target, label_smoothing=self.cfg.label_smoothing)
+        if self.teacher is None or self.cfg.distill is None:
+            return loss
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        return distillation_loss(logits, teacher_logits, loss, self.cfg.distill.temperature, self.cfg.distill.alpha)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.scaler:  # fp16 on CUDA: scaled, then unscaled so that gradient hooks see true values
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+
+    def optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _step_hooks(self) -> tuple[list[Callable[[], None]], list[Callable[[], None]]]:
+        """What runs after backward (on gradients) and after the optimiser step (on weights), as configured."""
+        cfg, after_backward, after_step = self.cfg, [], []
+        if cfg.bn_l1:
+            def pull_bn_scales() -> None:  # subgradient of bn_l1 * sum|gamma| (Liu et al. 2017, network slimming)
+                for gamma in self.bn_scales:
+                    gamma.grad.add_(torch.sign(gamma.detach()), alpha=cfg.bn_l1)
+
+            after_backward.append(pull_bn_scales)
+        if cfg.grad_clip:
+            after_backward.append(lambda: nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
+        if self.masks is not None or self.gradual:  # looked up each step: gradual pruning replaces them as it goes
+            after_step.append(lambda: self.masks.apply() if self.masks else None)
+        if self.ema:
+            after_step.append(lambda: self.ema.update(self.model))  # type: ignore[union-attr]
+        return after_backward, after_step
+
     # ---- the hot path --------------------------------------------------------------------------
     def _train_epoch(self, epoch: int, advance: Callable[[int, float, float], None]) -> dict[str, Any]:
         cfg = self.cfg
@@ -384,31 +426,14 @@ class _Trainer:
             x, target = self.augment(self.train_x[idx], self.train_y[idx], augment_gen, flip)
             with autocast(self.device, self.precision):
                 logits = model(x)
-                loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-                if self.teacher is not None and cfg.distill:
-                    with torch.no_grad():
-                        teacher_logits = self.teacher(x)
-                    loss = distillation_loss(logits, teacher_logits, loss, cfg.distill.temperature, cfg.distill.alpha)
+                loss = self.loss(logits, target, x)
             optimizer.zero_grad(set_to_none=True)
-            if self.scaler:
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.bn_l1:  # subgradient of bn_l1 * sum|gamma| (Liu et al. 2017, network slimming)
-                for gamma in self.bn_scales:
-                    gamma.grad.add_(torch.sign(gamma.detach()), alpha=cfg.bn_l1)
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            if self.scaler:
-                self.scaler.step(optimizer)
-                self.scaler.update()
-            else:
-                optimizer.step()
-            if self.masks:
-                self.masks.apply()
-            if self.ema:
-                self.ema.update(self.model)
+            self.backward(loss)
+            for hook in self.after_backward:  # gradient edits: bn_l1 pull, clipping
+                hook()
+            self.optimizer_step()
+            for hook in self.after_step:  # weight edits: pruning masks, the moving average
+                hook()
             loss_sum += loss.detach()
             hard = target if target.ndim == 1 else target.argmax(1)
             correct += (logits.argmax(1) == hard).sum()
