@@ -154,3 +154,20 @@ def test_int8_gate_rejects_a_dropped_layer(tmp_path, trained, synthetic):
     onnx.save(graph, str(tmp_path / "dropped.onnx"))
     with pytest.raises(ExportError, match="does not behave like the PyTorch model"):
         check_parity(model, tmp_path / "dropped.onnx", synthetic.test_x, max_abs_diff=None, min_agreement=0.95)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("profile", ["avx2", "avx512-bf16"])
+def test_committed_models_evaluate_to_their_recorded_images_on_every_host(tmp_path, real_data_dir, profile):
+    """The committed fp32 ResNet-20 (9,165 of 10,000) and the pruned fp16 artifact (9,112, recorded with real fp16
+    arithmetic on an AVX2 machine) give exactly their recorded counts whatever the host is said to offer."""
+    from pathlib import Path
+
+    from slimbench.measure import evaluate_checkpoint
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    with assume_host(profile):
+        for path, recorded in (("resnet20-cifar10/model.pt", 9165), ("resnet20-prune30-r8-fp16/model.pt", 9112)):
+            report = evaluate_checkpoint(results / path, split="test", data_dir=real_data_dir,
+                                         confusion_png=tmp_path / "confusion.png")
+            assert report["correct"] == recorded, (path, report["correct"])
