@@ -171,3 +171,17 @@ def test_committed_models_evaluate_to_their_recorded_images_on_every_host(tmp_pa
             report = evaluate_checkpoint(results / path, split="test", data_dir=real_data_dir,
                                          confusion_png=tmp_path / "confusion.png")
             assert report["correct"] == recorded, (path, report["correct"])
+
+
+def test_an_autocast_evaluation_is_labelled_not_recorded(tmp_path, trained):
+    """`eval --precision bf16` is a speed option: the report says so; the default is the stored precision."""
+    from typer.testing import CliRunner
+
+    from slimbench.cli import app
+    from slimbench.measure import evaluate_checkpoint
+
+    stored = evaluate_checkpoint(trained, confusion_png=tmp_path / "a.png")
+    fast = evaluate_checkpoint(trained, precision="bf16", confusion_png=tmp_path / "b.png")
+    assert stored["precision"] == "fp32" and fast["precision"].startswith("bf16 autocast (not the stored")
+    result = CliRunner().invoke(app, ["eval", str(trained), "--precision", "bf16", "--out", str(tmp_path / "c.png")])
+    assert result.exit_code == 0 and "bf16 autocast (not the stored precision)" in " ".join(result.output.split())

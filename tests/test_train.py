@@ -226,6 +226,10 @@ def test_channels_last_is_used_unless_an_inner_convolution_is_too_thin(tmp_path,
     assert channels_last_is_safe(build_model({"model": "resnet20"}))
     assert channels_last_is_safe(build_model({"model": "densenet121", "stem": "imagenet"}))
     assert not channels_last_is_safe(build_model({"model": "resnet20", "width": 0.25}))  # 4-channel projections
+    from slimbench.train.loop import preferred_channels_last
+
+    cpu = torch.device("cpu")  # `auto`: what trained fastest (BENCHMARKS section 1)
+    assert preferred_channels_last(cpu, compiled=False) and not preferred_channels_last(cpu, compiled=True)
     result = train(small_config(epochs=1), run_dir=tmp_path / "cl", progress=False, dataset=synthetic)
     assert result.metrics["memory_format"] == "channels_last"
     result = train(small_config(epochs=1, channels_last=False), run_dir=tmp_path / "nchw", progress=False,

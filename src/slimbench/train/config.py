@@ -82,7 +82,9 @@ class TrainConfig(StrictModel):
     grad_clip: float | None = Field(None, gt=0)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, else fp32
-    channels_last: bool = True
+    # auto: the layout measured fastest for the device and compile setting (BENCHMARKS section 1): on CPUs,
+    # channels_last in eager mode and contiguous under torch.compile, on both CPU classes; channels_last on GPUs
+    channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     device: str = "auto"
     threads: int | None = Field(None, gt=0)
