@@ -256,3 +256,31 @@ def test_network_slimming_regulariser_shrinks_bn_scales(tmp_path, synthetic):
         return torch.cat([m.weight.abs() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]).mean()
 
     assert mean_gamma(1e-2) < mean_gamma(0.0) - 0.01
+
+
+def test_pruning_criteria_are_plug_ins_and_an_unknown_one_is_an_error():
+    """No silent fallback to random ranking: a misspelled criterion is refused where the config is read."""
+    import torch
+
+    from slimbench.compress.structured import _importance
+    from slimbench.errors import CompressionError
+    from slimbench.sparsity.criteria import CRITERIA, Criterion, register_criterion
+
+    with pytest.raises(ValueError, match="unknown structured pruning criterion 'l3'"):
+        PruneConfig(method="l3")
+    with pytest.raises(ValueError, match="unknown unstructured pruning criterion 'taylor'"):
+        PruneConfig(kind="unstructured", method="taylor")
+    with pytest.raises(CompressionError, match="unknown structured pruning criterion"):
+        _importance("magnitude")
+    register_criterion(Criterion("smallest_last", unstructured=lambda w, _: 1 / (w.detach().abs() + 1e-12)))
+    try:
+        config = PruneConfig(kind="unstructured", method="smallest_last", ratio=0.5)
+        from slimbench.sparsity.unstructured import compute_masks
+
+        layer = torch.nn.Linear(4, 2)
+        with torch.no_grad():
+            layer.weight.copy_(torch.tensor([[1.0, -2.0, 3.0, -4.0], [5.0, -6.0, 7.0, -8.0]]))
+        masks = compute_masks({"fc": layer}, config)
+        assert masks["fc"].flatten().tolist() == [1, 1, 1, 1, 0, 0, 0, 0]  # the largest weights went first
+    finally:
+        CRITERIA.pop("smallest_last")

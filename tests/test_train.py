@@ -284,3 +284,15 @@ def test_alternating_flips_show_each_image_both_ways(tmp_path, synthetic):
     for i in range(64):
         assert torch.equal(even[i], mirrored[i] if start[i] else plain[i])
         assert torch.equal(odd[i], plain[i] if start[i] else mirrored[i])
+
+
+def test_zero_init_residual_starts_every_block_as_the_identity(tmp_path, synthetic):
+    from slimbench.train.loop import _Trainer
+
+    trainer = _Trainer(small_config(zero_init_residual=True), tmp_path, synthetic)
+    ends = [m.bn2.weight for m in trainer.model.modules() if hasattr(m, "residual_end")]
+    assert len(ends) == 9 and all(bool((w == 0).all()) for w in ends)  # ResNet-20: 3 stages of 3 blocks
+    plain = _Trainer(small_config(), tmp_path / "plain", synthetic)
+    assert all(bool((m.bn2.weight == 1).all()) for m in plain.model.modules() if hasattr(m, "residual_end"))
+    with pytest.raises(ConfigError, match="declares no residual blocks"):
+        _Trainer(small_config(model={"model": "mobilenetv2"}, zero_init_residual=True), tmp_path / "m", synthetic)

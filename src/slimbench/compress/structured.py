@@ -21,6 +21,7 @@ from slimbench.errors import CompressionError
 from slimbench.hardware import channel_multiple
 from slimbench.measure import count_model
 from slimbench.sparsity.config import PruneConfig
+from slimbench.sparsity.criteria import criterion
 from slimbench.sparsity.select import select_layers
 
 Calibrate = Callable[[nn.Module], None]
@@ -42,16 +43,9 @@ class _BarrierPruner(tp.pruner.function.BasePruningFunc):
 
 
 def _importance(method: str) -> tp.importance.Importance:
-    criteria = {
-        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-        "bn_scale": tp.importance.BNScaleImportance,
-        "taylor": tp.importance.GroupTaylorImportance,
-        "random": tp.importance.RandomImportance,
-    }
-    if method not in criteria:  # never fall back to random ranking silently
-        raise CompressionError(f"unknown pruning criterion {method!r}; choose one of {', '.join(criteria)}")
-    return criteria[method]()
+    factory = criterion(method, "structured").structured
+    assert factory is not None
+    return factory()  # type: ignore[return-value]
 
 
 def resolve_round_to(round_to: int | str | None) -> int | None:

@@ -37,6 +37,8 @@ class PadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
+    residual_end = "bn2"  # the norm that closes the residual branch (zero_init_residual starts it at 0)
+
     def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)

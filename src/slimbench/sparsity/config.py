@@ -7,15 +7,14 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from slimbench.config import StrictModel
-
-STRUCTURED_METHODS = ("l1", "l2", "bn_scale", "taylor", "random")
-UNSTRUCTURED_METHODS = ("l1", "random")
+from slimbench.errors import CompressionError
+from slimbench.sparsity.criteria import criterion
 
 
 class PruneConfig(StrictModel):
     name: str | None = None
     kind: Literal["structured", "unstructured"] = "structured"
-    method: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"
+    method: str = "l1"  # a criterion of slimbench.sparsity.criteria: l1, l2, bn_scale, taylor, random, or one registered
     # structured: the fraction of the *original* parameters (or MACs, or channels) to remove in total;
     # unstructured: the fraction of the selected weights set to zero.
     ratio: float = Field(0.3, gt=0, lt=1)
@@ -45,9 +44,10 @@ class PruneConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PruneConfig:
-        if self.kind == "unstructured" and self.method not in UNSTRUCTURED_METHODS:
-            raise ValueError(f"unstructured pruning ranks weights by {' or '.join(UNSTRUCTURED_METHODS)}, "
-                             f"not {self.method!r}")
+        try:
+            criterion(self.method, self.kind)
+        except CompressionError as exc:
+            raise ValueError(str(exc)) from None
         if self.schedule == "oneshot" and self.steps != 1:
             raise ValueError("steps > 1 needs schedule: iterative")
         if isinstance(self.round_to, int) and self.round_to < 1:
@@ -76,13 +76,21 @@ class GradualPruningConfig(StrictModel):
     start_epoch: int = Field(0, ge=0)
     end_epoch: int | None = Field(None, gt=0)  # default: three quarters of the epochs
     ramp: Literal["linear", "cubic"] = "cubic"
-    method: Literal["l1", "random"] = "l1"
+    method: str = "l1"  # an unstructured criterion of slimbench.sparsity.criteria
     scope: Literal["global", "layer"] = "global"
     layers: list[Literal["conv", "linear"]] = ["conv", "linear"]
     include: list[str] = []
     exclude: list[str] = []
     protect_classifier: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_method(self) -> GradualPruningConfig:
+        try:
+            criterion(self.method, "unstructured")
+        except CompressionError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     def end(self, epochs: int) -> int:
         return self.end_epoch if self.end_epoch is not None else max(self.start_epoch + 1, round(0.75 * epochs))

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from slimbench.errors import CompressionError
 from slimbench.sparsity.config import PruneConfig
+from slimbench.sparsity.criteria import criterion
 
 
 @dataclass
@@ -28,13 +28,9 @@ class SparsityReport:
 
 
 def _scores(weight: torch.Tensor, method: str, generator: torch.Generator) -> torch.Tensor:
-    if method == "l1":
-        return weight.detach().abs()
-    if method != "random":  # never fall back to random ranking silently
-        raise CompressionError(f"unknown unstructured pruning criterion {method!r}; choose l1 or random")
-    # random: a random rank for live weights, below all of them for weights already zero
-    noise = torch.rand(weight.shape, generator=generator) + 1.0
-    return torch.where(weight.detach() != 0, noise.to(weight.device), torch.zeros_like(weight))
+    score = criterion(method, "unstructured").unstructured  # never a silent fallback to random ranking
+    assert score is not None
+    return score(weight, generator)
 
 
 @torch.no_grad()

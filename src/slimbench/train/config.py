@@ -93,6 +93,9 @@ class TrainConfig(StrictModel):
     early_stop_patience: int | None = Field(None, gt=0)
     report_test_each_epoch: bool = True  # logged for the report only, never used for selection
     distill: DistillConfig | None = None
+    # start every residual branch at zero (the last norm of each block, Goyal et al. 2017): each block begins as
+    # the identity, so a short run can take a high learning rate from its first steps (fresh models only)
+    zero_init_residual: bool = False
     whiten_stem: bool = False  # start the first convolution as a whitening of training patches (fresh models only)
     bn_l1: float = Field(0.0, ge=0)  # network slimming: L1 pull on batch-norm scales, for bn_scale pruning later
     gradual_pruning: GradualPruningConfig | None = None  # unstructured sparsity ramped up while training

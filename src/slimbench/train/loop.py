@@ -135,6 +135,17 @@ def resume_training(
         resume=True, progress=progress, on_epoch=on_epoch)
 
 
+def zero_residual_branches(model: nn.Module) -> int:
+    """Zero the scale of the norm that ends each residual branch (blocks declare it as ``residual_end``)."""
+    blocks = [m for m in model.modules() if isinstance(getattr(m, "residual_end", None), str)]
+    if not blocks:
+        raise ConfigError("zero_init_residual: this model declares no residual blocks (residual_end)")
+    with torch.no_grad():
+        for block in blocks:
+            getattr(block, block.residual_end).weight.zero_()
+    return len(blocks)
+
+
 def preferred_channels_last(device: torch.device, compiled: bool) -> bool:
     """The layout that trained fastest, measured with benchmarks/train_throughput.py: compiled graphs run
     contiguous faster on the CPUs of both classes (AVX2: 338 vs 284 img/s; AVX-512-BF16: see BENCHMARKS
@@ -235,6 +246,8 @@ class _Trainer:
         else:
             torch.manual_seed(config.seed)
             model = build_model(spec)
+            if config.zero_init_residual:
+                zero_residual_branches(model)
             if config.whiten_stem:  # from the training images only: validation and test stay unseen
                 pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
                 whiten_first_conv(model, self.dataset.train_x[train_idx[pick[:5000]]])
