@@ -354,7 +354,8 @@ def data(
 def measure_(
     target: Annotated[str, typer.Argument(help="A model artifact (model.pt) or a zoo model name (fresh weights).")],
     latency: Annotated[bool, typer.Option(help="Also time CPU inference at batch 1 and 64.")] = False,
-    engines: Annotated[str, typer.Option(help="Engines to time: pytorch-eager, pytorch-compile, onnxruntime.")] =
+    engines: Annotated[str, typer.Option(help="Engines to time: pytorch-eager, pytorch-compile, onnxruntime, "
+                                         "openvino (f32), openvino-bf16, or all (every installed one).")] =
         "pytorch-eager,onnxruntime",
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,64",
     per_layer: Annotated[bool, typer.Option(help="Show every convolution and linear layer.")] = False,
@@ -367,8 +368,11 @@ def measure_(
     """
     from slimbench.measure import measure
     from slimbench.measure.latency import ENGINES
+    from slimbench.runtimes.openvino import openvino_available
 
     chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+    if chosen == ("all",):
+        chosen = tuple(e for e in ENGINES if e != "pytorch-compile" and (openvino_available() or "openvino" not in e))
     unknown = [e for e in chosen if e not in ENGINES]
     if unknown:
         raise SlimbenchError(f"unknown engine {unknown[0]!r}; known: {', '.join(ENGINES)}")
@@ -401,10 +405,23 @@ def measure_(
         acc = report["accuracy"]
         table.add_row(f"accuracy ({acc['split']})", f"{_pct(acc['accuracy'])} on {acc['images']} images")
     for lat in report.get("latency", []):
-        table.add_row(f"latency {lat['engine']} batch {lat['batch_size']}",
+        table.add_row(f"latency {lat['engine']} ({lat['precision']}) batch {lat['batch_size']}",
                       f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
                       f"{lat['images_per_s']:.0f} img/s, {lat['threads']} threads")
     console.print(table)
+    if report.get("engines"):
+        engines_table = Table(title=_title("engines on the full test set (reference: onnxruntime as exported)"),
+                              box=box.SIMPLE_HEAD)
+        for col in ("engine", "precision", "test acc", "correct", "agreement", "max logit diff", "faithful"):
+            engines_table.add_column(col, justify="left" if col in ("engine", "precision", "faithful") else "right")
+        for row in report["engines"]:
+            engines_table.add_row(row["engine"], row["precision"], _pct(row["test_acc"]), f"{row['correct']:,}",
+                                  _pct(row["top1_agreement"]), f"{row['max_abs_diff']:.3g}",
+                                  "yes" if row["faithful"] else f"no: {row['note']}")
+        console.print(engines_table)
+        best = report.get("fastest_faithful")
+        console.print(f"fastest faithful engine: {best['engine']} ({best['precision']}), {best['median_ms']:.2f} ms at "
+                      f"batch {best['batch_size']}" if best else "fastest faithful engine: none timed", soft_wrap=True)
     if per_layer:
         layers = Table(box=box.SIMPLE_HEAD)
         for col in ("layer", "kind", "output", "params", "MACs", "bits w/a"):

@@ -20,8 +20,10 @@ from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
-from slimbench.measure.latency import measure_latency, measure_onnx_latency
+from slimbench.measure.engines import compare_engines
+from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
 from slimbench.runtimes.onnx import DEFAULT_OPSET, check_parity, export_onnx
+from slimbench.runtimes.openvino import openvino_available
 
 
 @dataclass
@@ -96,14 +98,20 @@ def export(
                        "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs})
         sidecar = read_sidecar(path)
     timings = []
+    engines: list[dict[str, Any]] | None = None
     if latency:
         timings = [measure_latency(model.float(), batch_size, input_shape, repeats=30),
                    measure_onnx_latency(path, batch_size, input_shape, repeats=30)]
+        if openvino_available() and format == "onnx":  # every installed engine, at stated precisions
+            timings += [measure_openvino_latency(path, batch_size, input_shape, repeats=30, precision=p)
+                        for p in ("f32", "bf16")]
+            quantized = precision == "int8" or lowbit
+            engines = compare_engines(path, data.test_x, data.test_y, ("openvino", "openvino-bf16"), quantized)
     counts = count_model(model.float(), input_shape)
     script = write_predict_script(out_dir, path, data.classes, input_shape)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
-                            predict_script=script)
+                            predict_script=script, engines=engines)
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
 
 

@@ -17,7 +17,10 @@ from torch import nn
 
 from slimbench.runtimes.onnx import onnx_session
 
-ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime")
+ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime", "openvino", "openvino-bf16")
+# the arithmetic each engine runs a float model in: stated, never an engine's silent default
+ENGINE_PRECISION = {"pytorch-eager": "as stored", "pytorch-compile": "as stored", "onnxruntime": "as exported",
+                    "openvino": "f32", "openvino-bf16": "bf16"}
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Latency:
     threads: int
     repeats: int
     engine: str = "pytorch-eager"
+    precision: str = "as stored"
 
 
 def time_calls(run: Callable[[], object], batch_size: int, warmup: int, repeats: int, threads: int, engine: str,
@@ -77,5 +81,21 @@ def measure_onnx_latency(path: str | Path, batch_size: int = 1, input_shape: tup
     dtype = np.float16 if "float16" in declared.type else np.float32
     x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(dtype)
     feed = {declared.name: x}
-    return time_calls(lambda: session.run(None, feed), batch_size, warmup, repeats,
-                      session.get_session_options().intra_op_num_threads, "onnxruntime")
+    result = time_calls(lambda: session.run(None, feed), batch_size, warmup, repeats,
+                        session.get_session_options().intra_op_num_threads, "onnxruntime")
+    result.precision = "as exported"
+    return result
+
+
+def measure_openvino_latency(path: str | Path, batch_size: int = 1, input_shape: tuple[int, ...] = (3, 32, 32),
+                             warmup: int = 10, repeats: int = 50, threads: int | None = None,
+                             precision: str = "f32") -> Latency:
+    """Time an ONNX model on OpenVINO's CPU plugin at an explicit inference precision (f32 or bf16)."""
+    from slimbench.runtimes.openvino import openvino_runner
+
+    run = openvino_runner(path, batch_size, precision, threads)
+    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)
+    result = time_calls(lambda: run(x), batch_size, warmup, repeats, threads or torch.get_num_threads(),
+                        "openvino" if precision == "f32" else f"openvino-{precision}")
+    result.precision = precision
+    return result

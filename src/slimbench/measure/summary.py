@@ -15,8 +15,16 @@ from slimbench.measure.counts import (
     sparse_storage_bytes,
     storage_bytes,
 )
-from slimbench.measure.latency import measure_latency, measure_onnx_latency
+from slimbench.measure.engines import FILE_ENGINES, compare_engines, fastest_faithful
+from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
 from slimbench.models import build_model, normalize_spec
+
+
+def export_temporary(model: Any, folder: Path, shape: tuple[int, ...]) -> Path:
+    """A float ONNX export of ``model`` in ``folder``, so that file engines time the same network as PyTorch."""
+    from slimbench.runtimes.onnx import export_onnx
+
+    return export_onnx(model, folder / "model.onnx", shape)
 
 
 def _layer_bits(quant: dict[str, Any] | None, name: str) -> dict[str, Any]:
@@ -31,7 +39,7 @@ def _layer_bits(quant: dict[str, Any] | None, name: str) -> dict[str, Any]:
 
 def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes: tuple[int, ...] = (1, 64),
             repeats: int = 50, engines: tuple[str, ...] = ("pytorch-eager", "onnxruntime"),
-            accuracy_split: str | None = None) -> dict[str, Any]:
+            accuracy_split: str | None = None, engine_accuracy: bool | None = None) -> dict[str, Any]:
     """Parameters, MACs (per layer too), size at fp32/fp16/int8, and optionally CPU latency per engine.
 
     A ``.pt`` artifact is measured as saved; a ``.onnx`` file exported by slimbench through its sidecar (counts,
@@ -95,9 +103,7 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         shape = tuple(counts.input_shape)
         with tempfile.TemporaryDirectory() as tmp:
             if "onnxruntime" in engines and onnx_file is None:
-                from slimbench.runtimes.onnx import export_onnx
-
-                onnx_file = export_onnx(model, Path(tmp) / "model.onnx", shape)
+                onnx_file = export_temporary(model, Path(tmp), shape)
             for batch in batch_sizes:
                 if "pytorch-eager" in engines:
                     timings.append(measure_latency(model, batch, shape, repeats=repeats))
@@ -105,5 +111,25 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
                     timings.append(measure_latency(model, batch, shape, repeats=repeats, compile=True))
                 if "onnxruntime" in engines and onnx_file is not None:
                     timings.append(measure_onnx_latency(onnx_file, batch, shape, repeats=repeats))
+                for engine, precision in (("openvino", "f32"), ("openvino-bf16", "bf16")):
+                    if engine in engines:
+                        source = onnx_file or export_temporary(model, Path(tmp), shape)
+                        onnx_file = source
+                        timings.append(measure_openvino_latency(source, batch, shape, repeats=repeats,
+                                                                precision=precision))
         report["latency"] = [asdict(t) for t in timings]
+    file_engines = [e for e in engines if e in FILE_ENGINES]
+    if (engine_accuracy if engine_accuracy is not None else path.suffix == ".onnx" and latency and
+            any(e != "onnxruntime" for e in file_engines)):
+        if path.suffix != ".onnx":
+            raise FileNotFoundError(f"{path}: engine accuracy is measured on an exported .onnx file")
+        from slimbench.artifact import training_data
+        from slimbench.data import load_dataset
+
+        data = training_data(sidecar.get("lineage") or [])
+        dataset = load_dataset(data.get("name", "cifar10"), data.get("dir"))
+        quantized = (report.get("quant") or {}).get("mode") in ("int8", "qat")
+        report["engines"] = compare_engines(path, dataset.test_x, dataset.test_y, tuple(file_engines), quantized)
+        best = fastest_faithful(report["engines"], report.get("latency", []))
+        report["fastest_faithful"] = best and {k: best[k] for k in ("engine", "precision", "batch_size", "median_ms")}
     return report
