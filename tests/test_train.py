@@ -133,6 +133,8 @@ def test_schedules_shape():
     onecycle = ScheduleConfig(name="onecycle", pct_start=0.25)
     assert lr_factor(onecycle, 0, 10, 10) == pytest.approx(0.04)
     assert lr_factor(onecycle, 25, 10, 10) == pytest.approx(1.0)
+    triangle = ScheduleConfig(name="onecycle", pct_start=0.2, anneal="linear")
+    assert [round(lr_factor(triangle, s, 10, 10), 3) for s in (10, 20, 60, 100)] == [0.52, 1.0, 0.5, 0.0]
     assert lr_factor(ScheduleConfig(name="step", step_size=2, gamma=0.5), 45, 10, 10) == 0.25
 
 

@@ -49,6 +49,9 @@ class ScheduleConfig(StrictModel):
     gamma: float = Field(0.1, gt=0)
     min_lr_fraction: float = Field(0.0, ge=0, le=1)  # cosine/onecycle floor, as a fraction of lr
     pct_start: float = Field(0.25, gt=0, lt=1)  # onecycle: share of steps spent rising
+    # onecycle: the shape of the rise and the fall; linear (a triangle) spends less time at the peak, which short
+    # budgets favour (Li et al. 2020, "Budgeted training")
+    anneal: Literal["cos", "linear"] = "cos"
 
 
 class AugmentConfig(StrictModel):

@@ -51,13 +51,17 @@ def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int)
     if cfg.name == "cosine":
         progress = (step - warmup) / max(1, total - warmup)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    # onecycle: cosine rise from lr/25 to lr over pct_start, then cosine fall to the floor
+    # onecycle: rise from lr/25 to lr over pct_start, then fall to the floor; cosine or linear (a triangle)
     peak = int(cfg.pct_start * total)
     start = 1 / 25
+
+    def shape(fraction: float) -> float:  # 0 -> 0, 1 -> 1
+        return fraction if cfg.anneal == "linear" else 0.5 * (1 - math.cos(math.pi * fraction))
+
     if step < peak:
-        return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / max(1, peak)))
+        return start + (1 - start) * shape(step / max(1, peak))
     progress = (step - peak) / max(1, total - peak)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return floor + (1 - floor) * (1 - shape(min(1.0, progress)))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
