@@ -233,3 +233,26 @@ def test_predict_script_with_a_fixed_batch_and_fp16(tmp_path, trained, synthetic
     in_half = _load_predict(half.path.parent / "predict.py")
     assert (in_half.logits(images).argmax(1) == expected.argmax(1)).mean() >= 0.95
     assert in_half.classify(images[0]) == [synthetic.classes[int(expected[0].argmax())]]
+
+
+def test_export_formats_are_plug_ins(tmp_path, trained, synthetic):
+    """A format registers a name, the precisions it writes and its writer; export() and study stages find it."""
+    from slimbench.export import FORMATS, ExportFormat, ExportResult, register_format
+    from slimbench.study.stages import ExportConfig
+
+    def write_npz(job):
+        path = job.out_dir / "weights.npz"
+        np.savez(path, **{k: v.numpy() for k, v in job.model.state_dict().items()})
+        return ExportResult(path=path, card=path, parity={"images": len(job.images)}, extra_files=[])
+
+    with pytest.raises(ExportError, match="unknown export format 'npz'"):
+        export(trained, tmp_path / "x", format="npz", dataset=synthetic)
+    register_format(ExportFormat("npz", ("fp32",), write_npz))
+    try:
+        result = export(trained, tmp_path / "n", format="npz", dataset=synthetic, parity_images=16)
+        assert result.path.name == "weights.npz" and result.parity["images"] == 16
+        assert ExportConfig(format="npz").format == "npz"
+        with pytest.raises(ExportError, match="npz export writes fp32 only"):
+            export(trained, tmp_path / "h", format="npz", precision="fp16", dataset=synthetic)
+    finally:
+        FORMATS.pop("npz")

@@ -39,6 +39,18 @@ def _title(text: str) -> Text:
     return Text(text, no_wrap=True, overflow="ignore")
 
 
+def _config_from_flags(model: Any, path: Path | None, flags: dict[str, Any], sets: list[str] | None,
+                       extra: dict[str, Any] | None = None) -> Any:
+    """The one way a command turns its flags into a config: the YAML file, then the flags that were given
+    (dotted keys), then computed keys, then every --set; validated whole, so a wrong key is one clear error."""
+    from slimbench.config import load_config, parse_override
+
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    overrides.update(extra or {})
+    overrides.update(dict(parse_override(item) for item in sets or []))
+    return load_config(model, path, overrides)
+
+
 def _dataset_of(checkpoint: Path, data_dir: Path | None) -> Any:
     """The dataset a model was trained on, from --data-dir (None: where its lineage says, else the defaults)."""
     if data_dir is None:
@@ -70,24 +82,17 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
     """Train a model; writes runs/NAME/ (config, log, checkpoints, curves) and a row in runs/slimbench.db."""
-    from slimbench.config import load_config, parse_override
     from slimbench.train import TrainConfig, resume_training
     from slimbench.train import train as run_training
 
     if resume is not None:
         result = resume_training(resume, epochs=epochs, progress=progress)
     else:
-        overrides: dict[str, Any] = {}
-        for key, value in (("model.model", model), ("epochs", epochs), ("batch_size", batch_size),
-                           ("optimizer.lr", lr), ("data.name", dataset), ("name", name), ("device", device),
-                           ("data.dir", str(data_dir) if data_dir else None)):
-            if value is not None:
-                overrides[key] = value
-        overrides.update(dict(parse_override(item) for item in set_ or []))
-        if model is not None and config is None:
-            overrides = {k: v for k, v in overrides.items() if k != "model.model"}
-            overrides["model"] = {"model": model}
-        cfg = load_config(TrainConfig, config, overrides)
+        fresh_model = model is not None and config is None  # a model named without a file: its defaults, not the file's
+        flags = {"model.model": None if fresh_model else model, "epochs": epochs, "batch_size": batch_size,
+                 "optimizer.lr": lr, "data.name": dataset, "name": name, "device": device,
+                 "data.dir": str(data_dir) if data_dir else None}
+        cfg = _config_from_flags(TrainConfig, config, flags, set_, {"model": {"model": model}} if fresh_model else None)
         result = run_training(cfg, progress=progress, runs_root=runs_root)
     m = result.metrics
     table = Table(title=_title(f"run {result.run_dir}"), show_header=False)
@@ -127,21 +132,13 @@ def prune(
     """Prune a model (structured with Torch-Pruning, or unstructured), optionally fine-tuning; writes model.pt."""
     from slimbench.compress import PruneConfig
     from slimbench.compress import prune as run_prune
-    from slimbench.config import load_config, parse_override
 
-    overrides: dict[str, Any] = {}
-    for key, value in (("kind", kind), ("method", method), ("ratio", ratio), ("target", target), ("scope", scope),
-                       ("name", name), ("finetune.epochs", finetune_epochs), ("finetune.optimizer.lr", finetune_lr)):
-        if value is not None:
-            overrides[key] = value
-    if layers is not None:
-        overrides["layers"] = [part.strip() for part in layers.split(",") if part.strip()]
-    if steps is not None:
-        overrides.update({"steps": steps, "schedule": "iterative" if steps > 1 else "oneshot"})
-    if distill:
-        overrides["distill_from_parent"] = True
-    overrides.update(dict(parse_override(item) for item in set_ or []))
-    cfg = load_config(PruneConfig, config, overrides)
+    flags = {"kind": kind, "method": method, "ratio": ratio, "target": target, "scope": scope, "name": name,
+             "finetune.epochs": finetune_epochs, "finetune.optimizer.lr": finetune_lr,
+             "layers": None if layers is None else [part.strip() for part in layers.split(",") if part.strip()],
+             "steps": steps, "schedule": None if steps is None else "iterative" if steps > 1 else "oneshot",
+             "distill_from_parent": True if distill else None}
+    cfg = _config_from_flags(PruneConfig, config, flags, set_)
     result = run_prune(checkpoint, cfg, run_dir=out, progress=progress)
     table = Table(title=_title(f"pruned {checkpoint} -> {result.model_path}"), box=box.SIMPLE_HEAD)
     for col in ("step", "ratio", "params", "non-zero", "MACs", "Ps", "Pu", "val%", "test%"):
@@ -178,23 +175,18 @@ def quantize(
 
     from slimbench.compress import QuantizeConfig
     from slimbench.compress import quantize as run_quantize
-    from slimbench.config import load_config, parse_override
 
     flags = {"mode": mode, "calibration": calibration, "calibration_size": calibration_size,
              "weight_bits": weight_bits, "activation_bits": activation_bits, "first_last_bits": first_last_bits,
              "distill_from_parent": distill}
-    overrides: dict[str, Any] = {key: value for key, value in flags.items() if value is not None}
-    if epochs == 0:
-        overrides["finetune"] = None
+    extra: dict[str, Any] = {}
+    if epochs == 0:  # calibrate only
+        extra["finetune"] = None
     elif epochs is not None or lr is not None:
         default_epochs = (QuantizeConfig.model_fields["finetune"].default or {}).get("epochs")
-        overrides["finetune.epochs"] = epochs or (None if config else default_epochs)
-        if overrides["finetune.epochs"] is None:
-            del overrides["finetune.epochs"]
-        if lr is not None:
-            overrides["finetune.optimizer.lr"] = lr
-    overrides.update(dict(parse_override(item) for item in set_ or []))
-    cfg = load_config(QuantizeConfig, config, overrides)
+        flags["finetune.epochs"] = epochs or (None if config else default_epochs)
+        flags["finetune.optimizer.lr"] = lr
+    cfg = _config_from_flags(QuantizeConfig, config, flags, set_, extra)
     result = run_quantize(checkpoint, cfg, out or checkpoint.parent / f"quant-{cfg.mode}", progress=progress,
                           dataset=_dataset_of(checkpoint, data_dir))
     m = result.metrics
@@ -239,8 +231,6 @@ def export(
 
     from slimbench.export import export as run_export
 
-    if format_ not in ("onnx", "torchscript"):
-        raise SlimbenchError(f"format must be onnx or torchscript, got {format_!r}")
     chosen = "int8" if int8 else precision
     if chosen not in ("fp32", "fp16", "int8"):
         raise SlimbenchError(f"precision must be fp32, fp16 or int8, got {chosen!r}")

@@ -6,11 +6,15 @@ an export that disagrees beyond tolerance raises instead of leaving a file that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slimbench.artifact import atomic_write, load_artifact, load_model, read_sidecar, write_sidecar
+import torch
+from torch import nn
+
+from slimbench.artifact import Artifact, atomic_write, load_artifact, load_model, read_sidecar, write_sidecar
 from slimbench.compress.calibration import dataset_for
 from slimbench.compress.quantize import QuantizeConfig, quantize
 from slimbench.data import ImageDataset
@@ -34,11 +38,44 @@ class ExportResult:
     extra_files: list[Path]
 
 
+@dataclass
+class ExportJob:
+    """What a format's exporter gets: the model and its artifact, where to write, and the data to check it on."""
+
+    checkpoint: Path
+    parent: Artifact
+    model: nn.Module
+    out_dir: Path
+    precision: str
+    data: ImageDataset
+    images: torch.Tensor  # parity images (test split)
+    labels: torch.Tensor
+    input_shape: tuple[int, ...]
+    options: dict[str, Any]  # dynamic_batch, batch_size, opset, quantize_config, latency, commands
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """An export format as a plug-in: its name, the precisions it writes, and the function that writes it."""
+
+    name: str
+    precisions: tuple[str, ...]
+    write: Callable[[ExportJob], ExportResult]
+
+
+FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_format(fmt: ExportFormat) -> ExportFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
 def export(
     checkpoint: str | Path,
     out_dir: str | Path,
     precision: Literal["fp32", "fp16", "int8"] = "fp32",
-    format: Literal["onnx", "torchscript"] = "onnx",
+    format: str = "onnx",
     dynamic_batch: bool = True,
     batch_size: int = 1,
     opset: int = DEFAULT_OPSET,
@@ -48,7 +85,13 @@ def export(
     latency: bool = True,
     commands: list[str] | None = None,
 ) -> ExportResult:
-    """Export ``checkpoint`` to ``out_dir/model[.fp16|.int8].onnx`` with a parity report and MODEL_CARD.md."""
+    """Export ``checkpoint`` in ``format`` (a registered export format: onnx, torchscript) with a parity report
+    and MODEL_CARD.md; ONNX writes ``out_dir/model[.fp16|.int8|.lowbit].onnx``."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    fmt = FORMATS[format]
+    if precision not in fmt.precisions:
+        raise ExportError(f"{format} export writes {', '.join(fmt.precisions)} only, not {precision}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parent = load_artifact(checkpoint)
@@ -56,16 +99,27 @@ def export(
     if parent.quant and parent.quant.get("dtype"):
         model = model.float()  # a half-precision artifact exports from its (exactly representable) float copy
     data = dataset_for(parent, dataset)
-    input_shape = tuple(data.test_x.shape[1:])
     count = min(parity_images, len(data.test_x))
-    images, labels = data.test_x[:count], data.test_y[:count]
+    job = ExportJob(Path(checkpoint), parent, model, out_dir, precision, data, data.test_x[:count], data.test_y[:count],
+                    tuple(data.test_x.shape[1:]),
+                    {"dynamic_batch": dynamic_batch, "batch_size": batch_size, "opset": opset,
+                     "quantize_config": quantize_config, "latency": latency, "commands": commands})
+    return fmt.write(job)
+
+
+def _write_torchscript(job: ExportJob) -> ExportResult:
+    path = export_torchscript(job.model, job.out_dir / "model.torchscript.pt", job.input_shape)
+    parity = check_torchscript_parity(job.model, path, job.images, job.labels).as_dict()
+    return ExportResult(path=path, card=_card_for_torchscript(job.out_dir, path, parity), parity=parity, extra_files=[])
+
+
+def _write_onnx(job: ExportJob) -> ExportResult:
+    checkpoint, parent, model, out_dir, precision, data = (job.checkpoint, job.parent, job.model, job.out_dir,
+                                                          job.precision, job.data)
+    images, labels, input_shape = job.images, job.labels, job.input_shape
+    dynamic_batch, batch_size, opset, quantize_config, latency, commands = (
+        job.options[k] for k in ("dynamic_batch", "batch_size", "opset", "quantize_config", "latency", "commands"))
     extra: list[Path] = []
-    if format == "torchscript":
-        if precision != "fp32":
-            raise ExportError("TorchScript export is float32 only; use ONNX for fp16 and int8")
-        path = export_torchscript(model, out_dir / "model.torchscript.pt", input_shape)
-        parity = check_torchscript_parity(model, path, images, labels).as_dict()
-        return ExportResult(path=path, card=_card_for_torchscript(out_dir, path, parity), parity=parity, extra_files=[])
     lowbit = (parent.quant or {}).get("mode") == "qat"
     if lowbit and precision != "fp32":
         raise ExportError(f"{checkpoint} is a low-bit QAT model: it exports at its own bits (omit --precision)")
@@ -113,6 +167,10 @@ def export(
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
                             predict_script=script, engines=engines)
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
+
+
+register_format(ExportFormat("onnx", ("fp32", "fp16", "int8"), _write_onnx))
+register_format(ExportFormat("torchscript", ("fp32",), _write_torchscript))
 
 
 def _card_for_torchscript(out_dir: Path, path: Path, parity: dict[str, Any]) -> Path:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from slimbench.compress import PruneConfig, QuantizeConfig
 from slimbench.config import StrictModel, format_validation_error
@@ -190,7 +190,16 @@ class ExportConfig(StrictModel):
     """The options of ``slimbench export`` a study stage may set."""
 
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    format: Literal["onnx", "torchscript"] = "onnx"
+    format: str = "onnx"  # a registered export format (slimbench.export.FORMATS): onnx, torchscript
+
+    @field_validator("format")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from slimbench.export.stage import FORMATS
+
+        if value not in FORMATS:
+            raise ValueError(f"unknown export format {value!r}; choose one of {', '.join(FORMATS)}")
+        return value
     dynamic_batch: bool = True
     batch_size: int = Field(1, gt=0)
     opset: int | None = Field(None, gt=0)
