@@ -164,7 +164,7 @@ def test_int8_latency_numbers_are_finite(tmp_path, trained, synthetic):
 def test_torchscript_export(tmp_path, trained, synthetic):
     result = export(trained, tmp_path / "ts", format="torchscript", dataset=synthetic, latency=False)
     assert result.path.name == "model.torchscript.pt" and result.parity["top1_agreement"] == 1.0
-    with pytest.raises(ExportError, match="float32 only"):
+    with pytest.raises(ExportError, match="torchscript export writes fp32 only, not fp16"):
         export(trained, tmp_path / "ts16", format="torchscript", precision="fp16", dataset=synthetic)
 
 

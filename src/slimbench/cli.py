@@ -23,9 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Piped into a file or a log, rich would assume 80 columns and cut numbers short ("21,516,…"): use 120 unless
-# COLUMNS says otherwise.
-console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120)
+# Piped into a file or a log, rich would assume 80 columns, cut numbers short ("21,516,…") and split paths in
+# titles: 200 columns there unless COLUMNS says otherwise (tables stay as wide as their contents).
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 
 DataDir = Annotated[
     Path | None,
