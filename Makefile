@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (install + the quickstart study on CIFAR-10, ~8 min) and `make test`.
+# Two entry points: `make demo` (install + `slimbench demo`, the quickstart study on CIFAR-10, minutes) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
