@@ -49,3 +49,12 @@ def test_an_engine_whose_bf16_changes_predictions_is_labelled_not_reported_as_th
     latency = [{"engine": "openvino-bf16", "batch_size": 64, "median_ms": 1.0, "precision": "bf16"},
                {"engine": "onnxruntime", "batch_size": 64, "median_ms": 2.0, "precision": "as exported"}]
     assert fastest_faithful(rows, latency)["engine"] == "onnxruntime"  # the faster bf16 engine is not chosen
+
+
+def test_the_model_card_of_an_export_lists_every_engine_and_the_fastest_faithful(tmp_path, trained, synthetic):
+    from slimbench.export import export
+
+    card = export(trained, tmp_path / "e", dataset=synthetic, parity_images=64).card.read_text()
+    for needle in ("| onnxruntime | as exported |", "| openvino | f32 |", "| openvino-bf16 | bf16 |",
+                   "Fastest faithful engine on this CPU:"):
+        assert needle in card, needle

@@ -156,7 +156,7 @@ def _write_onnx(job: ExportJob) -> ExportResult:
     if latency:
         timings = [measure_latency(model.float(), batch_size, input_shape, repeats=30),
                    measure_onnx_latency(path, batch_size, input_shape, repeats=30)]
-        if openvino_available() and format == "onnx":  # every installed engine, at stated precisions
+        if openvino_available():  # every installed engine, at stated precisions
             timings += [measure_openvino_latency(path, batch_size, input_shape, repeats=30, precision=p)
                         for p in ("f32", "bf16")]
             quantized = precision == "int8" or lowbit
