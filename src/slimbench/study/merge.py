@@ -24,16 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimbench.artifact import atomic_write, now_iso
+from slimbench.artifact import atomic_write
 from slimbench.errors import ConfigError
 from slimbench.study.runner import (
-    RESULTS_FILE,
-    _earlier_rows,
-    _locked,
     _plans,
     _start,
     run_experiment,
     stage_output,
+    write_rows,
 )
 from slimbench.study.spec import Study, references
 
@@ -137,10 +135,4 @@ def _rebuild_rows(study: Study, into: Path, smoke: bool) -> list[str]:
             continue
         rows.append(run_experiment(study, experiment, into, dataset=None, finals=finals,  # type: ignore[arg-type]
                                    smoke=smoke, progress=False, log=lambda _: None))
-    fresh = {row["experiment"]: row for row in rows}
-    with _locked(into / ".results.lock"):
-        earlier = _earlier_rows(study, into, smoke)
-        merged = [fresh.get(e.name) or earlier.get(e.name) for e in study.experiments]
-        payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": [r for r in merged if r]}
-        atomic_write(into / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
-    return [row["experiment"] for row in payload["rows"]]
+    return [row["experiment"] for row in write_rows(study, into, smoke, rows)]

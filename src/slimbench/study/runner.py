@@ -392,16 +392,8 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
     atomic_write(out_dir / "study.json", json.dumps(study.model_dump(mode="json", by_alias=True), indent=2).encode())
     chosen = _chosen(study, only)
 
-    def write_results(rows: list[dict[str, Any]]) -> None:
-        """After every experiment: a study stopped half-way keeps its finished rows, and older ones still valid.
-        The file is read again under a lock, so that processes running other experiments of the study into the
-        same directory (several `study run --only` on one big machine) keep each other's rows."""
-        fresh = {row["experiment"]: row for row in rows}
-        with _locked(out_dir / ".results.lock"):
-            earlier = _earlier_rows(study, out_dir, smoke)
-            merged = [fresh.get(e.name) or earlier.get(e.name) for e in study.experiments]
-            payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": [r for r in merged if r]}
-            atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
+    def write_results(rows: list[dict[str, Any]]) -> None:  # after every experiment
+        write_rows(study, out_dir, smoke, rows)
 
     if backend == "ray":
         rows = _run_ray(study, out_dir, smoke, address, chosen, log, write_results, data_dir)
@@ -418,6 +410,20 @@ def run_study(study: Study, out_dir: str | Path, backend: str = "local", smoke: 
         raise ConfigError(f"unknown backend {backend!r}: local or ray")
     write_results(rows)
     return rows
+
+
+def write_rows(study: Study, out_dir: Path, smoke: bool, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write ``rows`` into results.json beside the rows already there that are still valid (same final stage key).
+    A study stopped half-way keeps its finished rows. The file is read again under a lock, so that processes
+    running other experiments of the study into the same directory (several `study run --only` on one big
+    machine, or a merge) keep each other's rows. Returns the rows written."""
+    fresh = {row["experiment"]: row for row in rows}
+    with _locked(out_dir / ".results.lock"):
+        earlier = _earlier_rows(study, out_dir, smoke)
+        merged = [fresh.get(e.name) or earlier.get(e.name) for e in study.experiments]
+        payload = {"study": study.name, "smoke": smoke, "finished": now_iso(), "rows": [r for r in merged if r]}
+        atomic_write(out_dir / RESULTS_FILE, json.dumps(payload, indent=2, default=str).encode())
+    return payload["rows"]
 
 
 def _earlier_rows(study: Study, out_dir: Path, smoke: bool) -> dict[str, dict[str, Any]]:
