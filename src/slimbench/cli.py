@@ -391,6 +391,15 @@ def measure_(
             if quant.get("mode") == "qat" else ""
         table.add_row("stored as", f"{quant.get('mode')}: weights {float(quant.get('weight_bits', 32)):.3g} bits, "
                                    f"activations {float(quant.get('activation_bits', 32)):.3g} bits{mixed}")
+    memory = report.get("memory") or {}
+    if "peak_ram_bytes" in memory:
+        table.add_row("flash", f"{memory['flash_bytes'] / 1024:.1f} KiB (conv/linear weights at {memory['weight_bits']:.3g} "
+                               "bits, a 32-bit bias and scale per output channel)"
+                      + (f"; the file: {report['file_bytes'] / 1024:.1f} KiB" if report.get("file_bytes") else ""))
+        table.add_row("peak RAM, batch 1", f"{memory['peak_ram_bytes'] / 1024:.1f} KiB of activations alive at once "
+                                           f"at {memory['activation_bits']:.3g} bits, at {memory['peak_at']}")
+    elif memory.get("error"):
+        table.add_row("peak RAM, batch 1", f"not measured: {memory['error']}")
     if "accuracy" in report:
         acc = report["accuracy"]
         table.add_row(f"accuracy ({acc['split']})", f"{_pct(acc['accuracy'])} on {acc['images']} images")

@@ -27,6 +27,31 @@ def export_temporary(model: Any, folder: Path, shape: tuple[int, ...]) -> Path:
     return export_onnx(model, folder / "model.onnx", shape)
 
 
+def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dict[str, Any],
+            structure: dict[str, Any] | None) -> dict[str, Any]:
+    """Flash and batch-1 peak RAM at the model's own bits (QAT: each layer's weight bits, the widest input).
+    Low-bit layers do not trace with torch.fx: their float twin (same structure, same shapes) is measured."""
+    from slimbench.errors import SlimbenchError
+    from slimbench.measure.memory import memory_report
+    from slimbench.models.structure import apply_structure
+
+    if quant.get("mode") == "qat":
+        layers = quant.get("layers") or {}
+        weight_bits: dict[str, float] | float = {name: float(b["weight_bits"]) for name, b in layers.items()}
+        activation_bits = float(max((b["activation_bits"] for b in layers.values()), default=32))
+    else:
+        weight_bits = float(quant.get("weight_bits", 32))
+        activation_bits = float(quant.get("activation_bits", 32))
+    if quant.get("mode") == "qat":
+        model = build_model(spec)
+        if structure:
+            apply_structure(model, structure)
+    try:
+        return asdict(memory_report(model, shape, activation_bits, weight_bits))
+    except SlimbenchError as exc:
+        return {"error": str(exc)}
+
+
 def _layer_bits(quant: dict[str, Any] | None, name: str) -> dict[str, Any]:
     """A layer's weight and input bits: its own with mixed precision (QAT), else the model's, else 32."""
     quant = quant or {}
@@ -58,14 +83,15 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
         source = Path(sidecar.get("source_checkpoint") or "")
         model = load_model(source)[0] if source.is_file() else None
         spec = sidecar["spec"]
+        structure = sidecar.get("structure")
         report["quant"] = sidecar.get("quant")
         report["file_bytes"] = path.stat().st_size
     elif path.exists():
         model, artifact = load_model(path)
-        spec = artifact.spec
+        spec, structure = artifact.spec, artifact.structure
         report["quant"] = artifact.quant
     else:
-        spec = normalize_spec({"model": str(model_or_checkpoint)})
+        spec, structure = normalize_spec({"model": str(model_or_checkpoint)}), None
         model = build_model(spec).eval()
     if model is None:
         raise FileNotFoundError(f"{path}: the checkpoint it was exported from is gone, so it cannot be counted")
@@ -91,6 +117,7 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
     report["micronet_ops"] = count_micronet_ops(model, *layer_bits_of(quant), input_shape=tuple(counts.input_shape)).total
     if "weight_bits" in quant:  # packed at the model's own (effective) weight width
         report["size_bytes"]["as quantized"] = storage_bytes(counts.params, float(quant["weight_bits"]))
+    report["memory"] = _memory(model, tuple(counts.input_shape), quant, spec, structure)
     if accuracy_split is not None:
         if path.suffix != ".pt":
             raise FileNotFoundError(f"{path}: accuracy is measured on a model.pt artifact (the split it trained with)")
