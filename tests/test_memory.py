@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,3 +64,26 @@ def test_batch_norm_and_activations_after_a_convolution_are_fused_into_it():
     assert [(layer.name, layer.output_bytes, layer.alive_bytes) for layer in layers] == [
         ("0", 32, 80), ("1", 0, 32), ("2", 0, 32), ("3", 32, 64)]
     assert (peak, where) == (80, "0")
+
+
+def test_doctor_budget_names_the_layer_and_the_fix(tmp_path):
+    import subprocess
+    import sys
+
+    from slimbench.errors import SlimbenchError
+    from slimbench.measure import diagnose_target
+    from slimbench.measure.doctor import parse_budget
+
+    assert parse_budget("ram=256KB,flash=1MB") == (256 * 1024, 1024 * 1024)
+    assert parse_budget("flash=2MiB") == (None, 2 * 1024 * 1024) and parse_budget("stm32f746") == (320 * 1024, 1024 * 1024)
+    with pytest.raises(SlimbenchError, match="budget must look like"):
+        parse_budget("ram=plenty")
+    _, findings = diagnose_target("resnet20", budget="ram=128KB,flash=512KB")
+    ram, flash = (next(f for f in findings if f.check == check) for check in ("ram", "flash"))
+    assert ram.severity == "error" and "192.0 KiB at layer1.0.conv2" in ram.message and "48.0 KiB" in ram.fix
+    assert flash.severity == "error" and "layer3" in flash.message and "int8 weights take it to" in flash.fix
+    _, fits = diagnose_target("resnet20:width=0.25", budget="nano33ble")
+    assert [f.check for f in fits if f.check in ("ram", "flash", "budget")] == ["budget"]
+    result = subprocess.run([sys.executable, "-m", "slimbench.cli", "doctor", "resnet20", "--budget", "ram=64KB"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "exceeds the budget of 64.0 KiB" in result.stdout

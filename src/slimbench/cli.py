@@ -438,11 +438,13 @@ def doctor(
                                           "densenet121:stem=imagenet,num_classes=1000")],
     classes: Annotated[int | None, typer.Option(help="Classes of the task (default: the model's, else 10).")] = None,
     input_size: Annotated[int, typer.Option(help="Input height/width in pixels.")] = 32,
+    budget: Annotated[str | None, typer.Option(help="Memory budget: ram=256KB,flash=1MB, or a board "
+                                               "(nano33ble, stm32f746, esp32). Breaking it is an error.")] = None,
 ) -> None:
     """Static checks that explain poor results before training, each with a one-line fix."""
     from slimbench.measure import diagnose_target
 
-    name, findings = diagnose_target(target, classes, input_size)
+    name, findings = diagnose_target(target, classes, input_size, budget)
     if not findings:
         console.print(f"{name}: no findings")
         return

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from slimbench.artifact import load_model
+from slimbench.errors import SlimbenchError
 from slimbench.models import build_model, normalize_spec
 
 
@@ -92,17 +94,100 @@ def diagnose(model: nn.Module, num_classes: int = 10, input_size: int = 32, trai
     return findings
 
 
-def diagnose_target(target: str | Path, num_classes: int | None = None, input_size: int = 32) -> tuple[str, list[Finding]]:
-    """Diagnose an artifact file, or a model name with optional ``name:key=value,...`` arguments."""
+def diagnose_target(target: str | Path, num_classes: int | None = None, input_size: int = 32,
+                    budget: str | None = None) -> tuple[str, list[Finding]]:
+    """Diagnose an artifact file, or a model name with optional ``name:key=value,...`` arguments; ``budget``
+    (``ram=256KB,flash=1MB`` or a board) adds the memory checks at the model's own bits."""
+    limits = parse_budget(budget) if budget else None
     path = Path(target)
     if path.exists():
         model, artifact = load_model(path)
         classes = num_classes or int(artifact.spec.get("num_classes", 10))
-        return str(path), diagnose(model, classes, input_size, trained=bool(artifact.lineage))
+        findings = diagnose(model, classes, input_size, trained=bool(artifact.lineage))
+        if limits:
+            from slimbench.measure.memory import stored_bits
+
+            weight_bits, activation_bits = stored_bits(artifact.quant)
+            lowbit = (artifact.quant or {}).get("mode") == "qat"
+            findings += check_budget(_float_twin(artifact) if lowbit else model.float(), limits, input_size,
+                                     activation_bits, weight_bits)
+        return str(path), findings
     name, _, args = str(target).partition(":")
     spec: dict = {"model": name}
     for item in filter(None, args.split(",")):
         key, _, value = item.partition("=")
         spec[key] = int(value) if value.isdigit() else float(value) if value.replace(".", "", 1).isdigit() else value
     spec = normalize_spec(spec)
-    return str(target), diagnose(build_model(spec), num_classes or 10, input_size)
+    model = build_model(spec)
+    findings = diagnose(model, num_classes or 10, input_size)
+    return str(target), findings + (check_budget(model, limits, input_size) if limits else [])
+
+
+def _float_twin(artifact: Any) -> nn.Module:
+    """The float model of a low-bit artifact's structure (low-bit layers do not trace; shapes are the same)."""
+    from slimbench.models.structure import apply_structure
+
+    twin = build_model(artifact.spec)
+    if artifact.structure:
+        apply_structure(twin, artifact.structure)
+    return twin
+
+
+# Boards as their memory: (RAM, flash) in bytes, from the vendors' data sheets.
+BOARDS = {
+    "nano33ble": (256 * 1024, 1024 * 1024),  # Arduino Nano 33 BLE (nRF52840, Cortex-M4F)
+    "stm32f746": (320 * 1024, 1024 * 1024),  # STM32F746 Discovery (Cortex-M7), MLPerf Tiny's reference board
+    "esp32": (520 * 1024, 4 * 1024 * 1024),  # ESP32 (Xtensa LX6), 4 MB flash modules
+}
+_UNITS = {"b": 1, "kb": 1024, "kib": 1024, "mb": 1024 * 1024, "mib": 1024 * 1024}
+
+
+def parse_budget(text: str) -> tuple[int | None, int | None]:
+    """``ram=256KB,flash=1MB`` (either part may be left out) or a board name: (RAM bytes, flash bytes)."""
+    if text in BOARDS:
+        return BOARDS[text]
+    budget: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        number = value.strip().lower().rstrip("s")
+        unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if number.endswith(u)), "b")
+        try:
+            amount = float(number[: len(number) - len(unit)] if unit != "b" or number.endswith("b") else number)
+        except ValueError:
+            amount = -1
+        if key not in ("ram", "flash") or amount <= 0:
+            raise SlimbenchError(f"budget must look like ram=256KB,flash=1MB or be a board ({', '.join(BOARDS)}), "
+                                 f"got {text!r}")
+        budget[key] = int(amount * _UNITS[unit])
+    return budget.get("ram"), budget.get("flash")
+
+
+def check_budget(model: nn.Module, budget: tuple[int | None, int | None], input_size: int = 32,
+                 activation_bits: float = 32, weight_bits: dict[str, float] | float = 32) -> list[Finding]:
+    """Findings for a RAM/flash budget: which layer breaks it and what would fix it, with the numbers."""
+    from slimbench.measure.memory import flash_bytes, memory_report
+
+    ram, flash = budget
+    report = memory_report(model, (3, input_size, input_size), activation_bits, weight_bits)
+    findings: list[Finding] = []
+    if ram is not None and report.peak_ram_bytes > ram:
+        at8 = report.peak_ram_bytes * min(8.0, activation_bits) / activation_bits
+        findings.append(Finding(
+            "error", "ram", f"peak RAM {report.peak_ram_bytes / 1024:.1f} KiB at {report.peak_at} (batch 1, "
+            f"{activation_bits:g}-bit activations) exceeds the budget of {ram / 1024:.1f} KiB",
+            (f"8-bit activations (int8 export or QAT) take it to {at8 / 1024:.1f} KiB; " if activation_bits > 8 else "")
+            + f"else narrow or prune the channels of the stage around {report.peak_at}, or downsample earlier "
+            "(a stride in the stem quarters every later map)"))
+    if flash is not None and report.flash_bytes > flash:
+        layers = sorted(((name, m.weight.numel()) for name, m in model.named_modules()
+                         if isinstance(m, nn.Conv2d | nn.Conv1d | nn.Linear)), key=lambda item: -item[1])[:3]
+        bits = weight_bits if not isinstance(weight_bits, dict) else report.weight_bits
+        findings.append(Finding(
+            "error", "flash", f"flash {report.flash_bytes / 1024:.1f} KiB ({bits:.3g}-bit weights) exceeds the budget of "
+            f"{flash / 1024:.1f} KiB; the largest layers: " + ", ".join(f"{n} ({c:,} weights)" for n, c in layers),
+            (f"int8 weights take it to {flash_bytes(model, 8) / 1024:.1f} KiB; " if bits > 8 else "")
+            + "structured pruning of the largest layers, a smaller width, or fewer bits (QAT) shrink it further"))
+    if not findings:
+        findings.append(Finding("info", "budget", f"fits: peak RAM {report.peak_ram_bytes / 1024:.1f} KiB, flash "
+                                f"{report.flash_bytes / 1024:.1f} KiB", "nothing to do"))
+    return findings

@@ -110,6 +110,17 @@ def flash_bytes(model: nn.Module, weight_bits: dict[str, float] | float = 32) ->
     return int(total + 0.999)
 
 
+def stored_bits(quant: dict | None) -> tuple[dict[str, float] | float, float]:
+    """(weight bits, activation bits) a model is stored and run at: a QAT model's own per-layer weight bits and
+    its widest layer input (an upper bound for its narrower layers); else its precision's, else 32."""
+    quant = quant or {}
+    if quant.get("mode") == "qat":
+        layers = quant.get("layers") or {}
+        return ({name: float(b["weight_bits"]) for name, b in layers.items()},
+                float(max((b["activation_bits"] for b in layers.values()), default=32)))
+    return float(quant.get("weight_bits", 32)), float(quant.get("activation_bits", 32))
+
+
 def memory_report(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32), activation_bits: float = 32,
                   weight_bits: dict[str, float] | float = 32) -> MemoryReport:
     peak, where, layers = peak_ram(model, input_shape, activation_bits)

@@ -32,16 +32,10 @@ def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dic
     """Flash and batch-1 peak RAM at the model's own bits (QAT: each layer's weight bits, the widest input).
     Low-bit layers do not trace with torch.fx: their float twin (same structure, same shapes) is measured."""
     from slimbench.errors import SlimbenchError
-    from slimbench.measure.memory import memory_report
+    from slimbench.measure.memory import memory_report, stored_bits
     from slimbench.models.structure import apply_structure
 
-    if quant.get("mode") == "qat":
-        layers = quant.get("layers") or {}
-        weight_bits: dict[str, float] | float = {name: float(b["weight_bits"]) for name, b in layers.items()}
-        activation_bits = float(max((b["activation_bits"] for b in layers.values()), default=32))
-    else:
-        weight_bits = float(quant.get("weight_bits", 32))
-        activation_bits = float(quant.get("activation_bits", 32))
+    weight_bits, activation_bits = stored_bits(quant)
     if quant.get("mode") == "qat":
         model = build_model(spec)
         if structure:
