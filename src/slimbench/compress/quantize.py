@@ -179,7 +179,9 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     count = min(config.parity_images, len(test_x))
     parity = check_parity(model, int8_path, test_x[:count], test_y[:count], max_abs_diff=None,
                           min_agreement=config.min_agreement)
-    int8_eval = _onnx_accuracy(int8_path, test_x, test_y)
+    from slimbench.measure.engines import engine_logits
+
+    int8_eval = float((engine_logits("onnxruntime", int8_path, test_x).argmax(1) == test_y).float().mean())
     reduce_range = _reduce_range(config)
     quant = {"mode": "int8", "format": "onnx-qdq", "weight_bits": 8, "activation_bits": 8,
              "per_channel": config.per_channel, "activations": config.activations, "reduce_range": reduce_range,
@@ -192,15 +194,3 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
                   {**{k: v for k, v in parent.metrics.items() if k in ("val_acc",)}, **metrics})
     atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     return QuantizeResult(int8_path, metrics)
-
-
-def _onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    from slimbench.runtimes.onnx import onnx_session
-
-    session = onnx_session(path)
-    name = session.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size], channels_last=False).numpy().astype(np.float32)
-        correct += int((session.run(None, {name: x})[0].argmax(1) == labels[start:start + batch_size].numpy()).sum())
-    return correct / len(images)

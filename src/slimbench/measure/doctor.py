@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -105,12 +104,12 @@ def diagnose_target(target: str | Path, num_classes: int | None = None, input_si
         classes = num_classes or int(artifact.spec.get("num_classes", 10))
         findings = diagnose(model, classes, input_size, trained=bool(artifact.lineage))
         if limits:
-            from slimbench.measure.memory import stored_bits
+            from slimbench.measure.memory import float_twin, stored_bits
 
             weight_bits, activation_bits = stored_bits(artifact.quant)
             lowbit = (artifact.quant or {}).get("mode") == "qat"
-            findings += check_budget(_float_twin(artifact) if lowbit else model.float(), limits, input_size,
-                                     activation_bits, weight_bits)
+            measured = float_twin(artifact.spec, artifact.structure) if lowbit else model.float()
+            findings += check_budget(measured, limits, input_size, activation_bits, weight_bits)
         return str(path), findings
     name, _, args = str(target).partition(":")
     spec: dict = {"model": name}
@@ -122,15 +121,6 @@ def diagnose_target(target: str | Path, num_classes: int | None = None, input_si
     findings = diagnose(model, num_classes or 10, input_size)
     return str(target), findings + (check_budget(model, limits, input_size) if limits else [])
 
-
-def _float_twin(artifact: Any) -> nn.Module:
-    """The float model of a low-bit artifact's structure (low-bit layers do not trace; shapes are the same)."""
-    from slimbench.models.structure import apply_structure
-
-    twin = build_model(artifact.spec)
-    if artifact.structure:
-        apply_structure(twin, artifact.structure)
-    return twin
 
 
 # Boards as their memory: (RAM, flash) in bytes, from the vendors' data sheets.

@@ -110,6 +110,18 @@ def flash_bytes(model: nn.Module, weight_bits: dict[str, float] | float = 32) ->
     return int(total + 0.999)
 
 
+def float_twin(spec: dict, structure: dict | None) -> nn.Module:
+    """The float model of an artifact's architecture and pruned structure: low-bit (Brevitas) layers do not trace
+    with torch.fx, and their float twin has the same shapes, which is all peak RAM and flash need."""
+    from slimbench.models import build_model
+    from slimbench.models.structure import apply_structure
+
+    twin = build_model(spec)
+    if structure:
+        apply_structure(twin, structure)
+    return twin
+
+
 def stored_bits(quant: dict | None) -> tuple[dict[str, float] | float, float]:
     """(weight bits, activation bits) a model is stored and run at: a QAT model's own per-layer weight bits and
     its widest layer input (an upper bound for its narrower layers); else its precision's, else 32."""

@@ -32,14 +32,11 @@ def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dic
     """Flash and batch-1 peak RAM at the model's own bits (QAT: each layer's weight bits, the widest input).
     Low-bit layers do not trace with torch.fx: their float twin (same structure, same shapes) is measured."""
     from slimbench.errors import SlimbenchError
-    from slimbench.measure.memory import memory_report, stored_bits
-    from slimbench.models.structure import apply_structure
+    from slimbench.measure.memory import float_twin, memory_report, stored_bits
 
     weight_bits, activation_bits = stored_bits(quant)
     if quant.get("mode") == "qat":
-        model = build_model(spec)
-        if structure:
-            apply_structure(model, structure)
+        model = float_twin(spec, structure)
     try:
         return asdict(memory_report(model, shape, activation_bits, weight_bits))
     except SlimbenchError as exc:

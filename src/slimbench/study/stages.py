@@ -131,9 +131,20 @@ def _finetune_epochs(config: dict[str, Any]) -> int | None:
     return int(finetune.get("epochs", 0)) * int(config.get("steps", 1) or 1)
 
 
-def _prune_check(config: dict[str, Any], _data: dict[str, Any]) -> None:
-    _check(PruneConfig, config)
-    _check_finetune(config)
+def _compression_check(model: type[StrictModel]) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """Prune and quantize stages: their own config, and trainer keys under ``finetune``."""
+    def check(config: dict[str, Any], _data: dict[str, Any]) -> None:
+        _check(model, config)
+        _check_finetune(config)
+
+    return check
+
+
+def _smoke_finetune(config: dict[str, Any]) -> dict[str, Any]:
+    config = _copy(config)
+    if config.get("finetune"):
+        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
+    return config
 
 
 def _prune_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
@@ -147,20 +158,13 @@ def _prune_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[st
 
 
 def _prune_smoke(config: dict[str, Any]) -> dict[str, Any]:
-    config = _copy(config)
-    if config.get("finetune"):
-        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
+    config = _smoke_finetune(config)
     if config.get("steps", 1) > 2:
         config["steps"] = 2
     return config
 
 
-register_stage(StageKind("prune", _prune_check, _prune_run, _prune_smoke, _finetune_epochs))
-
-
-def _quantize_check(config: dict[str, Any], _data: dict[str, Any]) -> None:
-    _check(QuantizeConfig, config)
-    _check_finetune(config)
+register_stage(StageKind("prune", _compression_check(PruneConfig), _prune_run, _prune_smoke, _finetune_epochs))
 
 
 def _quantize_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
@@ -174,14 +178,12 @@ def _quantize_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict
 
 
 def _quantize_smoke(config: dict[str, Any]) -> dict[str, Any]:
-    config = _copy(config)
-    if config.get("finetune"):
-        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
+    config = _smoke_finetune(config)
     config.update(calibration_size=64, parity_images=64, min_agreement=0.01)
     return config
 
 
-register_stage(StageKind("quantize", _quantize_check, _quantize_run, _quantize_smoke,
+register_stage(StageKind("quantize", _compression_check(QuantizeConfig), _quantize_run, _quantize_smoke,
                          lambda c: _finetune_epochs(c) if c.get("mode") == "qat" else None))
 
 
