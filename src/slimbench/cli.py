@@ -217,16 +217,19 @@ def quantize(
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A model artifact (model.pt), pruned or not.")],
-    out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, export/).")] = None,
-    format_: Annotated[str, typer.Option("--format", help="onnx, or torchscript (float32, for libtorch).")] = "onnx",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (ONNX Runtime static quantization).")] = "fp32",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, export/, or "
+                                             "export-tflite/ for tflite).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="onnx; tflite (LiteRT, float32 or full-integer int8, needs "
+                                         "slimbench[litert]); or torchscript (float32, for libtorch).")] = "onnx",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8 (ONNX: static QDQ quantization; tflite: "
+                                           "full-integer int8).")] = "fp32",
     int8: Annotated[bool, typer.Option("--int8", help="Same as --precision int8.")] = False,
     fixed_batch: Annotated[int | None, typer.Option(help="Export with this fixed batch size instead of a dynamic one.")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     data_dir: DataDir = None,
     latency: Annotated[bool, typer.Option(help="Time PyTorch and ONNX Runtime at batch 1 for the model card.")] = True,
 ) -> None:
-    """Export to ONNX (or TorchScript), prove it matches PyTorch on test images, and write MODEL_CARD.md beside it."""
+    """Export to ONNX, LiteRT or TorchScript, prove it matches PyTorch on test images, and write MODEL_CARD.md beside it."""
     import shlex
 
     from slimbench.export import export as run_export
@@ -235,16 +238,25 @@ def export(
     if chosen not in ("fp32", "fp16", "int8"):
         raise SlimbenchError(f"precision must be fp32, fp16 or int8, got {chosen!r}")
     command = "slimbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = run_export(checkpoint, out or checkpoint.parent / "export", precision=chosen,  # type: ignore[arg-type]
+    default_out = checkpoint.parent / ("export-tflite" if format_ == "tflite" else "export")
+    result = run_export(checkpoint, out or default_out, precision=chosen,  # type: ignore[arg-type]
                         dataset=_dataset_of(checkpoint, data_dir),
                         format=format_,  # type: ignore[arg-type]
                         dynamic_batch=fixed_batch is None, batch_size=fixed_batch or 1, opset=opset, latency=latency,
                         commands=[command])
     p = result.parity
     console.print(f"exported {result.path} ({result.path.stat().st_size:,} bytes)")
-    console.print(f"ONNX Runtime vs PyTorch on {p['images']} test images: top-1 agreement {_pct(p['top1_agreement'])}, "
+    runtime = {"tflite": "LiteRT", "torchscript": "TorchScript"}.get(format_, "ONNX Runtime")
+    console.print(f"{runtime} vs PyTorch on {p['images']} test images: top-1 agreement {_pct(p['top1_agreement'])}, "
                   f"max logit difference {p['max_abs_diff']:.3g}; accuracy {_pct(p.get('onnx_accuracy'))} "
                   f"(PyTorch {_pct(p.get('torch_accuracy'))})")
+    if format_ == "tflite":
+        from slimbench.artifact import read_sidecar
+
+        m = read_sidecar(result.path)["metrics"]
+        console.print(f"LiteRT accuracy of the file: test {_pct(m['test_acc'])} ({m['test_correct']:,}/{m['test_images']:,})"
+                      + (f", validation {_pct(m['val_acc'])}" if "val_acc" in m else "")
+                      + f"; the PyTorch model it came from: test {_pct(m.get('float_test_acc'))}", soft_wrap=True)
     console.print(f"model card: {result.card}")
 
 
@@ -345,7 +357,7 @@ def measure_(
     target: Annotated[str, typer.Argument(help="A model artifact (model.pt) or a zoo model name (fresh weights).")],
     latency: Annotated[bool, typer.Option(help="Also time CPU inference at batch 1 and 64.")] = False,
     engines: Annotated[str, typer.Option(help="Engines to time: pytorch-eager, pytorch-compile, onnxruntime, "
-                                         "openvino (f32), openvino-bf16, or all (every installed one).")] =
+                                         "openvino (f32), openvino-bf16, litert, or all (every installed one).")] =
         "pytorch-eager,onnxruntime",
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes to time, comma-separated.")] = "1,64",
     per_layer: Annotated[bool, typer.Option(help="Show every convolution and linear layer.")] = False,
@@ -354,15 +366,17 @@ def measure_(
 ) -> None:
     """Parameters (total, non-zero), MACs by the documented counting rule, size, and optionally latency.
 
-    TARGET may be a model.pt, an exported .onnx (with its sidecar), or a zoo model name.
+    TARGET may be a model.pt, an exported .onnx or .tflite (with its sidecar), or a zoo model name.
     """
     from slimbench.measure import measure
     from slimbench.measure.latency import ENGINES
+    from slimbench.runtimes.litert import litert_available
     from slimbench.runtimes.openvino import openvino_available
 
     chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
     if chosen == ("all",):
-        chosen = tuple(e for e in ENGINES if e != "pytorch-compile" and (openvino_available() or "openvino" not in e))
+        chosen = tuple(e for e in ENGINES if e != "pytorch-compile" and (openvino_available() or "openvino" not in e)
+                       and (litert_available() or e != "litert"))
     unknown = [e for e in chosen if e not in ENGINES]
     if unknown:
         raise SlimbenchError(f"unknown engine {unknown[0]!r}; known: {', '.join(ENGINES)}")
@@ -400,6 +414,10 @@ def measure_(
                                            f"at {memory['activation_bits']:.3g} bits, at {memory['peak_at']}")
     elif memory.get("error"):
         table.add_row("peak RAM, batch 1", f"not measured: {memory['error']}")
+    recorded = report.get("recorded_accuracy") or {}
+    if recorded:
+        table.add_row("accuracy (recorded at export)", ", ".join(f"{'validation' if k == 'val_acc' else 'test'} "
+                                                                 f"{_pct(v)}" for k, v in recorded.items()))
     if "accuracy" in report:
         acc = report["accuracy"]
         table.add_row(f"accuracy ({acc['split']})", f"{_pct(acc['accuracy'])} on {acc['images']} images")

@@ -1,4 +1,4 @@
-"""Sidecars: the JSON beside an exported model file (ONNX now) carrying its recipe, lineage and measurements,
+"""Sidecars: the JSON beside an exported model file (ONNX or LiteRT) carrying its recipe, lineage and measurements,
 so that ``score`` and ``measure`` read an exported model's bits and history from the file, checked by hash."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import Any
 from slimbench.artifact.core import Artifact, atomic_write
 from slimbench.errors import CompressionError
 
-SIDECAR_FORMAT = "slimbench.onnx-artifact"
+SIDECAR_FORMAT = "slimbench.export-artifact"
+# sidecars written before LiteRT joined: the same payload with the file under "onnx" / "onnx_sha256"
+_FORMATS = {SIDECAR_FORMAT: ("file", "sha256"), "slimbench.onnx-artifact": ("onnx", "onnx_sha256")}
 
 
 def sidecar_path(exported: str | Path) -> Path:
@@ -20,8 +22,8 @@ def sidecar_path(exported: str | Path) -> Path:
 
 def write_sidecar(exported: Path, parent: Artifact, quant: dict[str, Any] | None, lineage: list[dict[str, Any]],
                   source: str, metrics: dict[str, Any]) -> Path:
-    payload = {"format": SIDECAR_FORMAT, "onnx": exported.name,
-               "onnx_sha256": hashlib.sha256(exported.read_bytes()).hexdigest(), "source_checkpoint": source,
+    payload = {"format": SIDECAR_FORMAT, "file": exported.name,
+               "sha256": hashlib.sha256(exported.read_bytes()).hexdigest(), "source_checkpoint": source,
                "spec": parent.spec, "structure": parent.structure, "quant": quant, "lineage": lineage, "metrics": metrics}
     path = sidecar_path(exported)
     atomic_write(path, json.dumps(payload, indent=2, default=str).encode())
@@ -38,8 +40,9 @@ def read_sidecar(exported: str | Path) -> dict[str, Any]:
         payload = json.loads(path.read_text())
     except json.JSONDecodeError:
         raise CompressionError(f"{path}: not valid JSON") from None
-    if payload.get("format") != SIDECAR_FORMAT:
-        raise CompressionError(f"{path}: not a slimbench ONNX sidecar")
-    if hashlib.sha256(exported.read_bytes()).hexdigest() != payload.get("onnx_sha256"):
+    if payload.get("format") not in _FORMATS:
+        raise CompressionError(f"{path}: not a slimbench export sidecar")
+    _, hash_key = _FORMATS[payload["format"]]
+    if hashlib.sha256(exported.read_bytes()).hexdigest() != payload.get(hash_key):
         raise CompressionError(f"{exported}: does not match the hash in {path.name} (modified or replaced)")
     return payload

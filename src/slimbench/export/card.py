@@ -45,7 +45,23 @@ def _floats(values: tuple[float, ...]) -> str:
     return ", ".join(f"{v:.8g}" for v in values)
 
 
-def _latency_rows(timings: list[Latency], engines: list[dict[str, Any]] | None = None) -> list[str]:
+def _io_line(io: dict[str, Any] | None, counts: ModelCounts) -> str:
+    """The input the file takes and the output it gives: float for ONNX files, as declared for LiteRT files."""
+    normalised = (f"RGB scaled to [0, 1] then normalised per channel with mean ({_floats(CIFAR_MEAN)}) and std "
+                  f"({_floats(CIFAR_STD)})")
+    if not io:
+        return f"input `images` float [N, {', '.join(map(str, counts.input_shape))}], {normalised}; output `logits`"
+    shape = ", ".join(map(str, io["input_shape"]))
+    if io["input_dtype"].startswith("int"):
+        (scale, zero), (out_scale, out_zero) = io["input_quantization"], io["output_quantization"]
+        return (f"input {io['input_dtype']} [{shape}]: {normalised}, then quantized with scale {scale:.6g} and zero "
+                f"point {zero} (round(x / scale) + zero point); output {io['output_dtype']} logits with scale "
+                f"{out_scale:.6g} and zero point {out_zero} ((y - zero point) x scale)")
+    return f"input {io['input_dtype']} [{shape}], {normalised}; output {io['output_dtype']} logits"
+
+
+def _latency_rows(timings: list[Latency], engines: list[dict[str, Any]] | None = None,
+                  reference: str = "ONNX Runtime running the file as exported") -> list[str]:
     if not timings:  # export times the engines unless told not to
         return ["Not measured (exported with `--no-latency`)."]
     by_engine = {row["engine"]: row for row in engines or []}
@@ -65,19 +81,23 @@ def _latency_rows(timings: list[Latency], engines: list[dict[str, Any]] | None =
         faithful = [t for t in timings if by_engine.get(t.engine, {}).get("faithful")]
         best = min(faithful, key=lambda t: t.median_ms, default=None)
         rows += ["", f"Fastest faithful engine on this CPU: **{best.engine} ({best.precision})**, {best.median_ms:.3f} ms. "
-                 "Faithful: same predictions as ONNX Runtime running the file as exported (the parity gate) and test "
+                 f"Faithful: same predictions as {reference} (the parity gate) and test "
                  "accuracy within 0.1 point of it." if best else "No engine timed here is faithful."]
     return rows
 
 
-def _run_it(model_file: Path, script: Path | None) -> list[str]:
+_RUNTIME_PACKAGES = {"ONNX Runtime": "onnxruntime", "LiteRT": "ai-edge-litert"}
+
+
+def _run_it(model_file: Path, script: Path | None, runtime: str) -> list[str]:
     if script is None:
         return []
     return ["## Run it without slimbench", "",
-            f"`{script.name}` (beside the model) needs only NumPy and ONNX Runtime; it applies the normalisation "
-            "above and names the classes:", "",
+            f"`{script.name}` (beside the model) needs only NumPy and {runtime}; it applies the normalisation "
+            "above" + (" and the file's input quantization" if runtime == "LiteRT" else "") + " and names the classes:",
+            "",
             "```",
-            "pip install numpy onnxruntime",
+            f"pip install numpy {_RUNTIME_PACKAGES[runtime]}",
             f"python {script.name} images.npy   # uint8 RGB images [N, H, W, 3]; prints one class name per image",
             f"python {script.name} cat.png       # picture files, resized to the input size (needs Pillow)",
             "```", "",
@@ -86,7 +106,9 @@ def _run_it(model_file: Path, script: Path | None) -> list[str]:
 
 def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], counts: ModelCounts,
                      parity: dict[str, Any], timings: list[Latency], commands: list[str],
-                     predict_script: Path | None = None, engines: list[dict[str, Any]] | None = None) -> Path:
+                     predict_script: Path | None = None, engines: list[dict[str, Any]] | None = None,
+                     runtime: str = "ONNX Runtime") -> Path:
+    """``runtime``: what runs the file, ONNX Runtime or LiteRT (its input/output and the predict.py it needs)."""
     quant = sidecar.get("quant") or {}
     lineage = sidecar.get("lineage") or []
     metrics = sidecar.get("metrics") or {}
@@ -102,9 +124,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         "",
         f"- Architecture: `{json.dumps(sidecar.get('spec'))}`"
         + (f", {len(sidecar['structure'])} layers resized by structured pruning" if sidecar.get("structure") else ""),
-        f"- File: `{model_file.name}`, {model_file.stat().st_size:,} bytes, input `images` float "
-        f"[N, {', '.join(map(str, counts.input_shape))}], RGB scaled to [0, 1] then normalised per channel with mean "
-        f"({_floats(CIFAR_MEAN)}) and std ({_floats(CIFAR_STD)}); output `logits`",
+        f"- File: `{model_file.name}`, {model_file.stat().st_size:,} bytes, " + _io_line(metrics.get("io"), counts),
         f"- Parameters: {counts.params:,} ({counts.nonzero_params:,} non-zero); MACs per image: {counts.macs:,} "
         f"(rule {counts.rule})",
         f"- Bits: weights {qw:.3g}, activations {qa:.3g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
@@ -120,9 +140,10 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         "",
         "## Latency on this CPU (batch 1), per engine",
         "",
-        *_latency_rows(timings, engines),
+        *_latency_rows(timings, engines, "ONNX Runtime running the file as exported" if runtime == "ONNX Runtime"
+                       else "PyTorch"),
         "",
-        *_run_it(model_file, predict_script),
+        *_run_it(model_file, predict_script, runtime),
         "## Lineage",
         "",
         *_lineage_rows(lineage),

@@ -28,12 +28,17 @@ def engine_logits(engine: str, path: str | Path, images: torch.Tensor, batch_siz
 
         def run(x: np.ndarray) -> np.ndarray:
             return session.run(None, {declared.name: x.astype(dtype)})[0]
+    elif engine == "litert":
+        from slimbench.runtimes.litert import litert_runner
+
+        run = litert_runner(path)
     elif engine.startswith("openvino"):
         from slimbench.runtimes.openvino import openvino_runner
 
         run = openvino_runner(path, batch_size, "bf16" if engine.endswith("bf16") else "f32")
     else:
-        raise ExportError(f"engine {engine!r} does not run exported files; use one of {', '.join(FILE_ENGINES)}")
+        raise ExportError(f"engine {engine!r} does not run exported files; use one of {', '.join(FILE_ENGINES)}, "
+                          "or litert for a .tflite file")
     outputs = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start:start + batch_size], channels_last=False).numpy()

@@ -17,10 +17,10 @@ from torch import nn
 
 from slimbench.runtimes.onnx import onnx_session
 
-ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime", "openvino", "openvino-bf16")
+ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime", "openvino", "openvino-bf16", "litert")
 # the arithmetic each engine runs a float model in: stated, never an engine's silent default
 ENGINE_PRECISION = {"pytorch-eager": "as stored", "pytorch-compile": "as stored", "onnxruntime": "as exported",
-                    "openvino": "f32", "openvino-bf16": "bf16"}
+                    "openvino": "f32", "openvino-bf16": "bf16", "litert": "as exported"}
 
 
 @dataclass
@@ -98,4 +98,18 @@ def measure_openvino_latency(path: str | Path, batch_size: int = 1, input_shape:
     result = time_calls(lambda: run(x), batch_size, warmup, repeats, threads or torch.get_num_threads(),
                         "openvino" if precision == "f32" else f"openvino-{precision}")
     result.precision = precision
+    return result
+
+
+def measure_litert_latency(path: str | Path, batch_size: int = 1, input_shape: tuple[int, ...] = (3, 32, 32),
+                           warmup: int = 10, repeats: int = 50, threads: int | None = None) -> Latency:
+    """Time a .tflite file in the LiteRT interpreter (XNNPACK) on random input; an int8 file's input
+    quantization and output dequantization are inside the timed call, as on a device. The file has a static
+    batch of one: a batch of N is N invocations."""
+    from slimbench.runtimes.litert import litert_runner
+
+    run = litert_runner(path, threads)
+    x = np.random.default_rng(0).standard_normal((batch_size, *input_shape)).astype(np.float32)
+    result = time_calls(lambda: run(x), batch_size, warmup, repeats, threads or torch.get_num_threads(), "litert")
+    result.precision = "as exported"
     return result

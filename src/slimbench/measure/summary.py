@@ -16,7 +16,12 @@ from slimbench.measure.counts import (
     storage_bytes,
 )
 from slimbench.measure.engines import FILE_ENGINES, compare_engines, fastest_faithful
-from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
+from slimbench.measure.latency import (
+    measure_latency,
+    measure_litert_latency,
+    measure_onnx_latency,
+    measure_openvino_latency,
+)
 from slimbench.models import build_model, normalize_spec
 
 
@@ -25,6 +30,13 @@ def export_temporary(model: Any, folder: Path, shape: tuple[int, ...]) -> Path:
     from slimbench.runtimes.onnx import export_onnx
 
     return export_onnx(model, folder / "model.onnx", shape)
+
+
+def export_temporary_tflite(model: Any, folder: Path, shape: tuple[int, ...]) -> Path:
+    """A float32 .tflite of ``model`` in ``folder``, to time the LiteRT interpreter on the same network."""
+    from slimbench.runtimes.litert import export_tflite
+
+    return export_tflite(model, folder / "model.tflite", shape)
 
 
 def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dict[str, Any],
@@ -60,23 +72,31 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
 
     A ``.pt`` artifact is measured as saved; a ``.onnx`` file exported by slimbench through its sidecar (counts,
     bits) and, for PyTorch timings, the checkpoint it came from; a model name (``resnet20``) is built with
-    fresh weights. ``engines`` picks among pytorch-eager, pytorch-compile and onnxruntime; a PyTorch model is
-    exported to a temporary ONNX file to time ONNX Runtime, so all engines run the same network.
+    fresh weights. ``engines`` picks among pytorch-eager, pytorch-compile, onnxruntime, openvino(-bf16) and litert;
+    a PyTorch model is exported to a temporary ONNX (or .tflite) file to time those engines, so all of them run
+    the same network. A .tflite file is timed in LiteRT (and its source checkpoint in PyTorch), never through a
+    stand-in ONNX file of a different precision.
     """
     path = Path(model_or_checkpoint)
     onnx_file: Path | None = None
+    tflite_file: Path | None = None
     report: dict[str, Any] = {}
-    if path.suffix == ".onnx":
+    if path.suffix == ".tflite":
+        engines = (*[e for e in engines if e.startswith("pytorch")], "litert")
+        tflite_file = path
+    if path.suffix in (".onnx", ".tflite"):
         from slimbench.artifact import read_sidecar
 
         sidecar = read_sidecar(path)
-        onnx_file = path
+        onnx_file = path if path.suffix == ".onnx" else None
         source = Path(sidecar.get("source_checkpoint") or "")
         model = load_model(source)[0] if source.is_file() else None
         spec = sidecar["spec"]
         structure = sidecar.get("structure")
         report["quant"] = sidecar.get("quant")
         report["file_bytes"] = path.stat().st_size
+        report["recorded_accuracy"] = {k: sidecar["metrics"][k] for k in ("val_acc", "test_acc")
+                                       if isinstance((sidecar.get("metrics") or {}).get(k), int | float)}
     elif path.exists():
         model, artifact = load_model(path)
         spec, structure = artifact.spec, artifact.structure
@@ -135,6 +155,9 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
                         onnx_file = source
                         timings.append(measure_openvino_latency(source, batch, shape, repeats=repeats,
                                                                 precision=precision))
+                if "litert" in engines:
+                    tflite_file = tflite_file or export_temporary_tflite(model, Path(tmp), shape)
+                    timings.append(measure_litert_latency(tflite_file, batch, shape, repeats=repeats))
         report["latency"] = [asdict(t) for t in timings]
     file_engines = [e for e in engines if e in FILE_ENGINES]
     if (engine_accuracy if engine_accuracy is not None else path.suffix == ".onnx" and latency and

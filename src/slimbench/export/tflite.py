@@ -1,0 +1,92 @@
+"""The ``tflite`` export format: LiteRT flatbuffers for phones and microcontrollers, float32 or full-integer int8.
+
+Every file is run in the LiteRT interpreter against PyTorch on the parity images (the same gate as ONNX), then
+on the whole validation and test splits: the accuracy recorded in its sidecar and card is the file's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from slimbench.artifact import read_sidecar, write_sidecar
+from slimbench.compress.calibration import calibration_indices, training_config
+from slimbench.compress.quantize import QuantizeConfig
+from slimbench.data import normalize, training_split
+from slimbench.errors import ExportError
+from slimbench.export.card import write_model_card
+from slimbench.export.stage import ExportFormat, ExportJob, ExportResult, register_format
+from slimbench.export.standalone import write_tflite_predict_script
+from slimbench.measure import count_model
+from slimbench.measure.counts import scored_nonzero
+from slimbench.measure.engines import engine_logits
+from slimbench.measure.latency import measure_latency, measure_litert_latency
+from slimbench.runtimes.litert import export_tflite, tflite_io
+from slimbench.runtimes.onnx import compare_logits
+
+
+def write_tflite(job: ExportJob) -> ExportResult:
+    parent, model, data = job.parent, job.model.eval().float(), job.data
+    if (parent.quant or {}).get("mode") == "qat":
+        raise ExportError(f"{job.checkpoint} is a low-bit QAT model: LiteRT has no kernels for its bits; export it "
+                          "with --format onnx, or export its float parent with --format tflite --int8")
+    int8 = job.precision == "int8"
+    config = job.options.get("quantize_config") or QuantizeConfig()
+    calibration = None
+    if int8:
+        picked = calibration_indices(data, parent, config.calibration_size, config.seed)
+        calibration = normalize(data.train_x[picked], channels_last=False)
+    path = export_tflite(model, job.out_dir / ("model.int8.tflite" if int8 else "model.tflite"), job.input_shape,
+                         calibration)
+    with torch.no_grad():
+        reference = model(normalize(job.images, channels_last=False)).float()
+    try:
+        parity = compare_logits(reference, engine_logits("litert", path, job.images, batch_size=100), job.labels, path,
+                                max_abs_diff=None if int8 else 1e-3,
+                                min_agreement=config.min_agreement if int8 else 0.999).as_dict()
+    except ExportError:
+        path.rename(path.with_suffix(".rejected.tflite"))
+        raise
+    accuracy = _split_accuracies(job, path)
+    quant = ({"mode": "int8", "weight_bits": 8, "activation_bits": 8, "format": "tflite-int8",
+              "scheme": "weights symmetric per output channel, activations per tensor, int8 input and output",
+              "calibration_size": len(calibration)} if int8 else parent.quant)
+    counts = count_model(model, job.input_shape)
+    # the parent's per-split figures are the float model's: the file's own replace them
+    metrics = {**{k: v for k, v in parent.metrics.items() if not k.startswith(("val_", "test_"))},
+               **accuracy, "float_val_acc": parent.metrics.get("val_acc"),
+               "float_test_acc": parent.metrics.get("test_acc"), "parity": parity, "params": counts.params,
+               "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs,
+               "io": tflite_io(path)}
+    write_sidecar(path, parent, quant, list(parent.lineage), str(job.checkpoint), metrics)
+    sidecar = read_sidecar(path)
+    timings = []
+    if job.options.get("latency"):
+        timings = [measure_latency(model, 1, job.input_shape, repeats=30),
+                   measure_litert_latency(path, 1, job.input_shape, repeats=30)]
+    script = write_tflite_predict_script(job.out_dir, path, data.classes, job.input_shape)
+    engines = [{"engine": "litert", "precision": "as exported", "images": accuracy["test_images"],
+                "test_acc": accuracy["test_acc"], "correct": accuracy["test_correct"], "faithful": True, "note": ""}]
+    card = write_model_card(job.out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings,
+                            job.options.get("commands") or [], predict_script=script, engines=engines,
+                            runtime="LiteRT")
+    return ExportResult(path=path, card=card, parity=parity, extra_files=[script])
+
+
+def _split_accuracies(job: ExportJob, path: Any) -> dict[str, Any]:
+    """The file's own accuracy on the validation split it was selected on and on the whole test split."""
+    data = job.data
+    result: dict[str, Any] = {}
+    val_idx = training_split(data, training_config(job.parent).get("data") or {}).val_idx
+    splits = {"test": (data.test_x, data.test_y)}
+    if len(val_idx):
+        splits["val"] = (data.train_x[val_idx], data.train_y[val_idx])
+    for split, (images, labels) in splits.items():
+        correct = int((engine_logits("litert", path, images, batch_size=100).argmax(1) == labels).sum())
+        result.update({f"{split}_acc": correct / len(labels), f"{split}_correct": correct,
+                       f"{split}_images": len(labels)})
+    return result
+
+
+register_format(ExportFormat("tflite", ("fp32", "int8"), write_tflite))
