@@ -154,3 +154,22 @@ def test_measure_times_litert_for_a_checkpoint(trained):
     report = measure(trained, latency=True, batch_sizes=(1, 2), engines=("litert",), repeats=3)
     timed = [(t["engine"], t["batch_size"]) for t in report["latency"]]
     assert timed == [("litert", 1), ("litert", 2)] and all(t["median_ms"] > 0 for t in report["latency"])
+
+
+def test_a_study_row_of_a_tflite_export_reads_the_file(tmp_path, synthetic):
+    """The row is the int8 file's: its bits from the sidecar, its accuracy as LiteRT ran it, not the parent's."""
+    from slimbench.study import Study, run_study
+
+    study = Study.model_validate({"name": "tiny", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "resnet8", "stages": [{"train": {"model": {"model": "resnet8", "width": 0.5}, "epochs": 1,
+                                                  "batch_size": 64, "data": {"val_size": 64}}}]},
+        {"name": "resnet8-int8", "from": "resnet8",
+         "stages": [{"export": {"format": "tflite", "precision": "int8", "parity_images": 64, "latency": False}}]}]})
+    rows = {row["experiment"]: row for row in run_study(study, tmp_path / "s", dataset=synthetic, progress=False,
+                                                        log=lambda _: None)}
+    row = rows["resnet8-int8"]
+    assert row["model_path"].endswith("model.int8.tflite") and row["qw"] == 8 and row["qa"] == 8
+    assert row["size_bytes"] == row["params"]
+    metrics = read_sidecar(row["model_path"])["metrics"]
+    assert row["test_acc"] == metrics["test_acc"] and row["val_acc"] == metrics["val_acc"]
+    assert rows["resnet8"]["qw"] == 32 and rows["resnet8"]["score"] > 3 * row["score"]

@@ -25,6 +25,12 @@ def test_macs_equal_torch_flop_counter(name):
 
 def test_published_mac_counts():
     assert count_model(build_model({"model": "resnet20"})).macs == 40_813_184  # "about 41M"
+    # MLPerf Tiny's ResNet-8, counted by hand: stem 442,368; stage 1 4,718,592; stage 2 3,670,016 with its 1x1
+    # shortcut; stage 3 3,670,016; classifier 640. The MLTK port reports 12.5M MACs
+    resnet8 = count_model(build_model({"model": "resnet8"}))
+    assert resnet8.macs == 12_501_632
+    # 3x3 convolutions 74,160, 1x1 shortcuts 2,560, batch norm 672, classifier 650
+    assert resnet8.params == 78_042
     assert count_model(build_model({"model": "resnet18"})).macs == 555_422_720  # kuangliu ResNet-18: 555.4M
 
 

@@ -22,11 +22,18 @@ from slimbench.artifact.core import (
     state_digest,
 )
 from slimbench.artifact.lineage import inherited_lineage, lineage_step, training_config, training_data
-from slimbench.artifact.sidecar import SIDECAR_FORMAT, read_sidecar, sidecar_path, write_sidecar
+from slimbench.artifact.sidecar import (
+    SIDECAR_FORMAT,
+    is_exported_file,
+    read_sidecar,
+    sidecar_path,
+    write_sidecar,
+)
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "SIDECAR_FORMAT", "Artifact", "artifact_from_payload", "atomic_torch_save", "atomic_write",
-    "build_from_artifact", "code_version", "config_hash", "inherited_lineage", "lineage_step", "load_artifact",
+    "build_from_artifact", "code_version", "config_hash", "inherited_lineage", "is_exported_file", "lineage_step",
+    "load_artifact",
     "load_model", "now_iso", "read_sidecar", "safe_torch_load", "save_artifact", "sidecar_path", "state_digest",
     "training_config", "training_data", "write_sidecar",
 ]

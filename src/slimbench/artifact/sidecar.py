@@ -16,6 +16,14 @@ SIDECAR_FORMAT = "slimbench.export-artifact"
 _FORMATS = {SIDECAR_FORMAT: ("file", "sha256"), "slimbench.onnx-artifact": ("onnx", "onnx_sha256")}
 
 
+EXPORTED_SUFFIXES = (".onnx", ".tflite")  # files that carry a sidecar: counts, bits and lineage are read from it
+
+
+def is_exported_file(path: str | Path) -> bool:
+    """An exported model file (ONNX or LiteRT) with a sidecar, rather than a slimbench artifact."""
+    return Path(path).suffix in EXPORTED_SUFFIXES
+
+
 def sidecar_path(exported: str | Path) -> Path:
     return Path(exported).with_suffix(".json")
 

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from slimbench.artifact import load_model
+from slimbench.artifact import is_exported_file, load_model
 from slimbench.measure.counts import (
     count_micronet_ops,
     count_model,
@@ -84,7 +84,7 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
     if path.suffix == ".tflite":
         engines = (*[e for e in engines if e.startswith("pytorch")], "litert")
         tflite_file = path
-    if path.suffix in (".onnx", ".tflite"):
+    if is_exported_file(path):
         from slimbench.artifact import read_sidecar
 
         sidecar = read_sidecar(path)

@@ -1,4 +1,5 @@
-"""CIFAR ResNets of He et al. 2016 (depth 6n+2: 20, 32, 44, 56, 110), 16/32/64 channels.
+"""CIFAR ResNets of He et al. 2016 (depth 6n+2: 20, 32, 44, 56, 110), 16/32/64 channels, and ResNet-8 (one block
+per stage), MLPerf Tiny's image-classification model.
 
 Shortcut option A: identity, subsampled and zero-padded in channels where the shape changes (no
 parameters). Option B: a 1x1 convolution + batch norm where the shape changes, identity elsewhere.
@@ -93,3 +94,9 @@ def _family(depth: int):
 
 for _depth in (20, 32, 44, 56, 110):
     register(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (He et al. 2016), shortcut A or B")(_family(_depth))
+
+# MLPerf Tiny v1 image classification (resnet_v1_eembc): 16/32/64 filters, one block per stage, 1x1 projection
+# shortcuts, 12.5M MACs. The reference (Keras) gives its convolutions biases and its shortcuts no batch norm;
+# here convolutions feed batch norm (a bias would be redundant) and the shortcut has one, as in ResNet-20:
+# 78,042 parameters, the same MACs.
+register("resnet8", "MLPerf Tiny's ResNet-8 (16/32/64 filters, one block per stage), 12.5M MACs")(_family(8))

@@ -157,11 +157,11 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
     w is the non-zero parameter count and f the MACs of the model as stored, so pruning already shows in
     them (``measured_on="pruned"``); the pruning ratios are read from the lineage for the record only.
     """
-    from slimbench.artifact import load_model
+    from slimbench.artifact import is_exported_file, load_model
     from slimbench.measure import count_model
 
     model = None
-    if str(path).endswith(".onnx"):  # exported or int8: the sidecar holds the counts, bits and lineage
+    if is_exported_file(path):  # ONNX or LiteRT, float or int8: the sidecar holds the counts, bits and lineage
         from slimbench.artifact import read_sidecar
 
         sidecar = read_sidecar(path)

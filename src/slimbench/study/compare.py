@@ -33,7 +33,7 @@ def literature() -> list[dict[str, Any]]:
 
 
 def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, Any]]:
-    """Rows from study directories (their results.json) and from model files (.pt artifacts, exported .onnx)."""
+    """Rows from study directories (their results.json) and from model files (.pt artifacts, exported .onnx/.tflite)."""
     from slimbench.score import compute_score, inputs_from_artifact, load_rule
 
     rows: list[dict[str, Any]] = []

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from slimbench.artifact import atomic_write, load_artifact, now_iso
+from slimbench.artifact import atomic_write, is_exported_file, load_artifact, now_iso
 from slimbench.data import ImageDataset, load_dataset
 from slimbench.errors import ConfigError, SlimbenchError
 from slimbench.study.spec import Experiment, Study, references
@@ -313,8 +313,9 @@ def run_experiment(study: Study, experiment: Experiment, out_dir: Path, dataset:
             last_pt = model
         stage_records.append(record)
     finals[experiment.name] = (key, last_pt if last_pt is not None else model)
-    # a TorchScript export is measured through the artifact it was made from (the row names the export too)
-    measured = model if model is None or is_artifact(model) or model.suffix == ".onnx" else last_pt
+    # a TorchScript export is measured through the artifact it was made from (the row names the export too);
+    # ONNX and LiteRT files through their sidecars: their own bits and accuracy
+    measured = model if model is None or is_artifact(model) or is_exported_file(model) else last_pt
     row = result_row(study, experiment, measured, stage_records)
     if measured != model:
         row["export_path"] = str(model)
@@ -363,7 +364,7 @@ def _training_seconds(stages: list[dict[str, Any]]) -> float | None:
 def _spec_of(model: Path | None) -> dict[str, Any] | None:
     if model is None:
         return None
-    if model.suffix == ".onnx":
+    if is_exported_file(model):
         from slimbench.artifact import read_sidecar
 
         return read_sidecar(model).get("spec")

@@ -143,7 +143,10 @@ def _compression_check(model: type[StrictModel]) -> Callable[[dict[str, Any], di
 def _smoke_finetune(config: dict[str, Any]) -> dict[str, Any]:
     config = _copy(config)
     if config.get("finetune"):
-        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False}
+        # a parent trained on the full data (a committed checkpoint) holds out 5,000 validation images: more
+        # than the smoke slice has
+        data = {**(config["finetune"].get("data") or {}), "val_size": SMOKE_VAL_IMAGES}
+        config["finetune"] = {**config["finetune"], "epochs": 1, "compile": False, "data": data}
     return config
 
 
@@ -221,7 +224,12 @@ def _export_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[s
     settings = validate(ExportConfig, config, "export").model_dump(exclude_none=True)
     exported = export(ctx.source, ctx.stage_dir, dataset=ctx.dataset, commands=[ctx.command] if ctx.command else None,
                       **settings)
-    return exported.path, {"parity": exported.parity, "card": str(exported.card), "format": settings["format"]}
+    from slimbench.artifact import is_exported_file, read_sidecar
+
+    # the accuracy the exported file recorded of itself (LiteRT runs every image of both splits)
+    recorded = read_sidecar(exported.path).get("metrics") or {} if is_exported_file(exported.path) else {}
+    return exported.path, {"parity": exported.parity, "card": str(exported.card), "format": settings["format"],
+                           **{k: recorded[k] for k in ("val_acc", "test_acc") if isinstance(recorded.get(k), int | float)}}
 
 
 def _export_smoke(config: dict[str, Any]) -> dict[str, Any]:
