@@ -145,6 +145,15 @@ def test_compare_and_report(tmp_path, synthetic):
     assert "base" in result.output and "student" in result.output
     assert (tmp_path / "plots" / "accuracy_vs_params.png").stat().st_size > 10_000
     assert (tmp_path / "plots" / "accuracy_vs_macs.svg").is_file()
+    # flash and RAM at the stored bits: the pruned float model of `base`, against the unpruned width-0.25 net
+    from slimbench.measure import measure
+
+    base = next(r for r in rows if r["experiment"] == "base")
+    memory = measure(base["model_path"])["memory"]
+    assert (base["flash_bytes"], base["peak_ram_bytes"]) == (memory["flash_bytes"], memory["peak_ram_bytes"])
+    assert 0 < base["peak_ram_bytes"] < 4 * 3 * 8 * 32 * 32  # below three width-8 fp32 maps at 32x32
+    for key in ("flash_bytes", "peak_ram_bytes"):
+        assert (tmp_path / "plots" / f"accuracy_vs_{key}.png").stat().st_size > 10_000
     page = write_report(study_dir)
 
     class Collect(HTMLParser):

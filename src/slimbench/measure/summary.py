@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbench.artifact import is_exported_file, load_model
+from slimbench.errors import SlimbenchError
 from slimbench.measure.counts import (
     count_micronet_ops,
     count_model,
@@ -43,7 +44,6 @@ def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dic
             structure: dict[str, Any] | None) -> dict[str, Any]:
     """Flash and batch-1 peak RAM at the model's own bits (QAT: each layer's weight bits, the widest input).
     Low-bit layers do not trace with torch.fx: their float twin (same structure, same shapes) is measured."""
-    from slimbench.errors import SlimbenchError
     from slimbench.measure.memory import float_twin, memory_report, stored_bits
 
     weight_bits, activation_bits = stored_bits(quant)
@@ -53,6 +53,18 @@ def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dic
         return asdict(memory_report(model, shape, activation_bits, weight_bits))
     except SlimbenchError as exc:
         return {"error": str(exc)}
+
+
+def memory_of(model_or_checkpoint: str | Path) -> dict[str, int] | None:
+    """Flash and batch-1 peak RAM (bytes) of a model artifact or exported file, at its stored bits; None when the
+    file cannot be measured (an export whose source checkpoint is gone, a network torch.fx cannot trace)."""
+    try:
+        memory = measure(model_or_checkpoint)["memory"]
+    except (FileNotFoundError, SlimbenchError):
+        return None
+    if "peak_ram_bytes" not in memory:
+        return None
+    return {"flash_bytes": int(memory["flash_bytes"]), "peak_ram_bytes": int(memory["peak_ram_bytes"])}
 
 
 def _layer_bits(quant: dict[str, Any] | None, name: str) -> dict[str, Any]:

@@ -48,11 +48,14 @@ def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, 
         elif path.is_file():
             score_rule = load_rule(rule)
             inputs, test_acc = inputs_from_artifact(path, score_rule)
+            from slimbench.measure import memory_of
+
             rows.append({"experiment": path.parent.name + "/" + path.name, "model_path": str(path),
                          "test_acc": test_acc, "params": int(inputs.w), "macs": int(inputs.f), "qw": inputs.qw,
                          "qa": inputs.qa, "size_bytes": int(inputs.w * inputs.qw / 8),
                          "score": compute_score(inputs, score_rule).total,
-                         "eligible": test_acc is not None and test_acc >= score_rule.min_accuracy})
+                         "eligible": test_acc is not None and test_acc >= score_rule.min_accuracy,
+                         **(memory_of(path) or {})})
         else:
             raise ConfigError(f"{path}: neither a study directory nor a model file")
     return rows
@@ -107,7 +110,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "",
                     references: bool = True) -> list[Path]:
-    """accuracy_vs_{params,macs,score}.png/.svg in ``out_dir``; returns the PNG paths."""
+    """accuracy_vs_{params,macs,score,flash_bytes,peak_ram_bytes}.png/.svg in ``out_dir`` (flash and RAM where
+    the rows carry them); returns the PNG paths."""
     import matplotlib.pyplot as plt
 
     from slimbench.plotting import save_figure
@@ -116,7 +120,12 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
     out_dir.mkdir(parents=True, exist_ok=True)
     refs = literature() if references else []
     written = []
-    for key, label in (("params", "parameters"), ("macs", "MACs per image"), ("score", "score (lower is better)")):
+    axes = [("params", "parameters"), ("macs", "MACs per image"), ("score", "score (lower is better)"),
+            ("flash_bytes", "flash: weights at their stored bits (bytes)"),
+            ("peak_ram_bytes", "peak RAM, batch 1: activations alive at once (bytes)")]
+    for key, label in axes:
+        if key.endswith("_bytes") and not any(r.get(key) for r in rows):
+            continue  # rows written before flash and RAM were measured
         points = [(float(r[key]), float(r["test_acc"])) for r in rows if r.get(key) and r.get("test_acc") is not None]
         names = [r["experiment"] for r in rows if r.get(key) and r.get("test_acc") is not None]
         fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -126,7 +135,7 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
             front = pareto_front(points)
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
                     color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
-        shown_refs = refs if key != "score" else []
+        shown_refs = [r for r in refs if r.get(key)] if key != "score" else []
         ref_points = [(float(r[key]), float(r["test_acc"])) for r in shown_refs]
         if shown_refs:
             ax.scatter([p[0] for p in ref_points], [100 * p[1] for p in ref_points], marker="^", s=40,

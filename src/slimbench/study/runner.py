@@ -346,6 +346,10 @@ def result_row(study: Study, experiment: Experiment, model: Path | None, stages:
         train_s=_training_seconds(stages),
         spec=_spec_of(model),
     )
+    if model is not None:  # what a microcontroller asks first: flash and RAM at the stored bits
+        from slimbench.measure import memory_of
+
+        row.update(memory_of(model) or {})
     row["eligible"] = row["test_acc"] is not None and row["test_acc"] >= rule.min_accuracy
     if experiment.reported is not None:
         row["reported"] = experiment.reported.model_dump(exclude_none=True)
