@@ -173,3 +173,24 @@ def test_a_study_row_of_a_tflite_export_reads_the_file(tmp_path, synthetic):
     metrics = read_sidecar(row["model_path"])["metrics"]
     assert row["test_acc"] == metrics["test_acc"] and row["val_acc"] == metrics["val_acc"]
     assert rows["resnet8"]["qw"] == 32 and rows["resnet8"]["score"] > 3 * row["score"]
+
+
+def test_a_low_bit_qat_model_exports_at_eight_bits_and_says_so(tmp_path, trained, synthetic):
+    from slimbench.compress import QuantizeConfig, quantize
+
+    w4a4 = quantize(trained, QuantizeConfig(mode="qat", finetune=None, calibration_size=64), tmp_path / "q",
+                    dataset=synthetic, progress=False)
+    with pytest.raises(ExportError, match="exports at 8 bits"):
+        export(w4a4.path, tmp_path / "f", format="tflite", dataset=synthetic, latency=False)
+    result = export(w4a4.path, tmp_path / "e", format="tflite", precision="int8", dataset=synthetic, latency=False)
+    quant = read_sidecar(result.path)["quant"]
+    # the QAT model's effective bits (its first and last layers are 8-bit), recorded; the file's are 8
+    assert quant["weight_bits"] == 8 and 4 < quant["from_lowbit"]["weight_bits"] < 5
+    assert "exported at 8 bits" in quant["note"] and "exported at 8 bits" in result.card.read_text()
+    # the float twin carries the 4-bit grid: at most 16 distinct values per output channel
+    from slimbench.export.tflite import dequantized_twin
+
+    model, artifact = load_model(w4a4.path)
+    twin = dequantized_twin(model, artifact)
+    weight = twin.layer2[0].conv1.weight
+    assert all(len(torch.unique(channel)) <= 16 for channel in weight)

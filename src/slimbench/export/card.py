@@ -128,7 +128,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         f"- Parameters: {counts.params:,} ({counts.nonzero_params:,} non-zero); MACs per image: {counts.macs:,} "
         f"(rule {counts.rule})",
         f"- Bits: weights {qw:.3g}, activations {qa:.3g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
-                                                          if quant else ""),
+                                                          if quant else "") + (f". {quant['note']}" if quant.get("note") else ""),
         f"- Accuracy: validation {_pct(metrics.get('val_acc'))}, test {_pct(test_acc)} "
         "(model selection on the validation split only)",
         f"- Score (preset `brief`, lower is better): **{score.total:.4f}** = {score.param_term:.4f} (parameters) + "

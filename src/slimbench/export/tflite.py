@@ -28,9 +28,12 @@ from slimbench.runtimes.onnx import compare_logits
 
 def write_tflite(job: ExportJob) -> ExportResult:
     parent, model, data = job.parent, job.model.eval().float(), job.data
-    if (parent.quant or {}).get("mode") == "qat":
-        raise ExportError(f"{job.checkpoint} is a low-bit QAT model: LiteRT has no kernels for its bits; export it "
-                          "with --format onnx, or export its float parent with --format tflite --int8")
+    lowbit = (parent.quant or {}).get("mode") == "qat"
+    if lowbit and job.precision != "int8":
+        raise ExportError(f"{job.checkpoint} is a low-bit QAT model: LiteRT has no kernels for its bits, so it exports "
+                          "at 8 bits (--int8), or at its own bits with --format onnx")
+    if lowbit:
+        model = dequantized_twin(model, parent)
     int8 = job.precision == "int8"
     config = job.options.get("quantize_config") or QuantizeConfig()
     calibration = None
@@ -52,6 +55,10 @@ def write_tflite(job: ExportJob) -> ExportResult:
     quant = ({"mode": "int8", "weight_bits": 8, "activation_bits": 8, "format": "tflite-int8",
               "scheme": "weights symmetric per output channel, activations per tensor, int8 input and output",
               "calibration_size": len(calibration)} if int8 else parent.quant)
+    if lowbit:  # stored and run at 8 bits: the score and the card must not claim the QAT bits
+        quant = {**quant, "from_lowbit": {k: parent.quant.get(k) for k in ("weight_bits", "activation_bits")},
+                 "note": "low-bit QAT model exported at 8 bits: its weights lie on their low-bit grid, stored as "
+                         "int8; its activations run at 8 bits instead of its own (LiteRT has no kernels for those)"}
     counts = count_model(model, job.input_shape)
     # the parent's per-split figures are the float model's: the file's own replace them
     metrics = {**{k: v for k, v in parent.metrics.items() if not k.startswith(("val_", "test_"))},
@@ -72,6 +79,26 @@ def write_tflite(job: ExportJob) -> ExportResult:
                             job.options.get("commands") or [], predict_script=script, engines=engines,
                             runtime="LiteRT")
     return ExportResult(path=path, card=card, parity=parity, extra_files=[script])
+
+
+def dequantized_twin(model: torch.nn.Module, parent: Any) -> torch.nn.Module:
+    """The float network of a low-bit QAT model: each Brevitas layer replaced by a plain one holding its weights
+    as quantized (on their low-bit grid), batch norm and the rest as trained. Its input quantizers are left
+    out: the int8 file quantizes every activation at 8 bits."""
+    from slimbench.measure.memory import float_twin
+    from slimbench.models.lowbit import is_lowbit
+
+    twin = float_twin(parent.spec, parent.structure)
+    state = {k: v for k, v in model.state_dict().items() if k in twin.state_dict()}
+    twin.load_state_dict(state, strict=False)
+    layers = dict(twin.named_modules())
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if is_lowbit(module):
+                layers[name].weight.copy_(module.quant_weight().value.detach().float())
+                if module.bias is not None:
+                    layers[name].bias.copy_(module.bias.detach().float())
+    return twin.eval()
 
 
 def _split_accuracies(job: ExportJob, path: Any) -> dict[str, Any]:
