@@ -256,3 +256,14 @@ def test_export_formats_are_plug_ins(tmp_path, trained, synthetic):
             export(trained, tmp_path / "h", format="npz", precision="fp16", dataset=synthetic)
     finally:
         FORMATS.pop("npz")
+
+
+def test_exported_files_are_readable_like_any_written_file(tmp_path):
+    """Converters write through mkstemp (mode 0600): an export is for sharing, so it gets the umask's mode."""
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = export_onnx(build_model({"model": "resnet20", "width": 0.25}).eval(), tmp_path / "m.onnx")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

@@ -17,6 +17,7 @@ from slimbench.artifact.core import (
     load_artifact,
     load_model,
     now_iso,
+    publish,
     safe_torch_load,
     save_artifact,
     state_digest,
@@ -34,6 +35,6 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "SIDECAR_FORMAT", "Artifact", "artifact_from_payload", "atomic_torch_save", "atomic_write",
     "build_from_artifact", "code_version", "config_hash", "inherited_lineage", "is_exported_file", "lineage_step",
     "load_artifact",
-    "load_model", "now_iso", "read_sidecar", "safe_torch_load", "save_artifact", "sidecar_path", "state_digest",
+    "load_model", "now_iso", "publish", "read_sidecar", "safe_torch_load", "save_artifact", "sidecar_path", "state_digest",
     "training_config", "training_data", "write_sidecar",
 ]

@@ -121,6 +121,14 @@ def atomic_write(path: str | Path, data: bytes) -> None:
         raise
 
 
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Move a finished temporary file (one a library wrote through its own path, e.g. from mkstemp, which makes
+    it private) into place atomically, with the permissions a plain write would give it."""
+    if hasattr(os, "chmod"):
+        os.chmod(tmp, _NEW_FILE_MODE)
+    os.replace(tmp, path)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)

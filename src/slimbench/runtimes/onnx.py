@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimbench.artifact import publish
 from slimbench.data import normalize
 from slimbench.errors import ExportError
 
@@ -52,7 +53,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
                     kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
                 torch.onnx.export(model, (example,), tmp, dynamo=False, do_constant_folding=True, **kwargs)
         onnx.checker.check_model(onnx.load(tmp))
-        os.replace(tmp, path)
+        publish(tmp, path)  # mkstemp made it private; an exported model is for sharing
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, ExportError):
