@@ -194,3 +194,12 @@ def test_a_low_bit_qat_model_exports_at_eight_bits_and_says_so(tmp_path, trained
     twin = dequantized_twin(model, artifact)
     weight = twin.layer2[0].conv1.weight
     assert all(len(torch.unique(channel)) <= 16 for channel in weight)
+
+
+def test_doctor_reads_a_tflite_file_at_its_bits(int8_export):
+    from slimbench.measure import diagnose_target
+
+    _, findings = diagnose_target(int8_export.path, budget="ram=1KB,flash=1MB")
+    by_check = {f.check: f for f in findings}
+    assert by_check["ram"].severity == "error" and "8-bit activations" in by_check["ram"].message
+    assert "batchnorm" not in by_check  # the file's shapes are checked, not a stand-in's fresh weights

@@ -100,15 +100,24 @@ def diagnose_target(target: str | Path, num_classes: int | None = None, input_si
     limits = parse_budget(budget) if budget else None
     path = Path(target)
     if path.exists():
-        model, artifact = load_model(path)
-        classes = num_classes or int(artifact.spec.get("num_classes", 10))
-        findings = diagnose(model, classes, input_size, trained=bool(artifact.lineage))
-        if limits:
-            from slimbench.measure.memory import float_twin, stored_bits
+        from slimbench.artifact import is_exported_file, read_sidecar
+        from slimbench.measure.memory import float_twin, stored_bits
 
-            weight_bits, activation_bits = stored_bits(artifact.quant)
-            lowbit = (artifact.quant or {}).get("mode") == "qat"
-            measured = float_twin(artifact.spec, artifact.structure) if lowbit else model.float()
+        if is_exported_file(path):  # an ONNX or LiteRT file: its sidecar's architecture, structure and bits
+            sidecar = read_sidecar(path)
+            spec, structure, quant, lineage = (sidecar["spec"], sidecar.get("structure"), sidecar.get("quant"),
+                                               sidecar.get("lineage"))
+            model = float_twin(spec, structure)  # the same shapes and layers; its weights are not the file's
+            lineage = None  # so the checks of trained weights are skipped
+        else:
+            model, artifact = load_model(path)
+            spec, structure, quant, lineage = artifact.spec, artifact.structure, artifact.quant, artifact.lineage
+        classes = num_classes or int(spec.get("num_classes", 10))
+        findings = diagnose(model, classes, input_size, trained=bool(lineage))
+        if limits:
+            weight_bits, activation_bits = stored_bits(quant)
+            lowbit = (quant or {}).get("mode") == "qat"
+            measured = float_twin(spec, structure) if lowbit else model.float()
             findings += check_budget(measured, limits, input_size, activation_bits, weight_bits)
         return str(path), findings
     name, _, args = str(target).partition(":")
