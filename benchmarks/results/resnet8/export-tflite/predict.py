@@ -1,0 +1,89 @@
+"""Classify images with model.int8.tflite using NumPy and LiteRT only (written by slimbench export).
+
+    pip install numpy ai-edge-litert
+    python predict.py images.npy     # uint8 RGB images shaped [N, 32, 32, 3] (or one [32, 32, 3])
+    python predict.py cat.png dog.jpg  # picture files, resized to 32 x 32 (needs Pillow)
+
+or, from Python: `from predict import classify; classify(images)` -> class names.
+
+The file takes one image at a time, as a microcontroller runs it. An int8 file takes int8 input: the
+normalised image is quantized here with the file's own scale and zero point, and the int8 logits are
+dequantized the same way, exactly what the device-side code has to do.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+MODEL = Path(__file__).with_name("model.int8.tflite")
+HEIGHT, WIDTH = 32, 32
+# (x / 255 - mean) / std per RGB channel, written as the one multiply-add the training pipeline uses
+MEAN = np.array([0.49139968, 0.48215841, 0.44653091], dtype=np.float64)
+STD = np.array([0.24703223, 0.24348513, 0.26158784], dtype=np.float64)
+SCALE = (1.0 / (255.0 * STD)).astype(np.float32).reshape(1, 3, 1, 1)
+SHIFT = (-MEAN / STD).astype(np.float32).reshape(1, 3, 1, 1)
+CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+
+_interpreter = None
+
+
+def _load():
+    global _interpreter
+    if _interpreter is None:
+        _interpreter = Interpreter(model_path=str(MODEL), num_threads=1)
+        _interpreter.allocate_tensors()
+    return _interpreter
+
+
+def logits(images):
+    """uint8 RGB images [N, H, W, 3] (or one [H, W, 3]) -> float32 logits [N, outputs]."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (HEIGHT, WIDTH, 3):
+        raise ValueError(f"expected uint8 RGB images shaped [N, {HEIGHT}, {WIDTH}, 3], "
+                         f"got {images.dtype} {list(images.shape)}")
+    x = images.transpose(0, 3, 1, 2).astype(np.float32) * SCALE + SHIFT
+    interpreter = _load()
+    entry, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    in_scale, in_zero = entry["quantization"]
+    out_scale, out_zero = out["quantization"]
+    outputs = []
+    for image in x:
+        if np.issubdtype(entry["dtype"], np.integer):
+            info = np.iinfo(entry["dtype"])
+            image = np.clip(np.rint(image / in_scale + in_zero), info.min, info.max)
+        interpreter.set_tensor(entry["index"], image[None].astype(entry["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        outputs.append((y.astype(np.float32) - out_zero) * out_scale if np.issubdtype(y.dtype, np.integer) else y)
+    return np.stack(outputs).astype(np.float32)
+
+
+def classify(images):
+    """uint8 RGB images -> class names (an output beyond the dataset's classes is named by its index)."""
+    return [CLASSES[i] if i < len(CLASSES) else f"output {i}" for i in logits(images).argmax(1)]
+
+
+def read_pictures(paths):
+    """Picture files (PNG, JPEG, ...) -> uint8 RGB [N, H, W, 3], each resized to the model's input size."""
+    try:
+        from PIL import Image
+    except ImportError:
+        sys.exit("reading pictures needs Pillow (pip install pillow); or pass a .npy file of uint8 images")
+    return np.stack([np.asarray(Image.open(path).convert("RGB").resize((WIDTH, HEIGHT), Image.BILINEAR))
+                     for path in paths])
+
+
+if __name__ == "__main__":
+    files = sys.argv[1:]
+    if not files:
+        sys.exit("usage: python predict.py images.npy | picture.png [picture.jpg ...]")
+    if len(files) == 1 and files[0].endswith(".npy"):
+        names, images = None, np.load(files[0])
+    else:
+        names, images = files, read_pictures(files)
+    for i, label in enumerate(classify(images)):
+        print(names[i] if names else i, label)
