@@ -60,7 +60,8 @@ def test_int8_file_is_full_integer_and_records_its_own_accuracy(int8_export, tra
 def test_int8_card_and_measure(int8_export):
     card = int8_export.card.read_text()
     for needle in ("input int8 [1, 3, 32, 32]", "zero point", "| litert | as exported |", "pytorch-eager",
-                   "pip install numpy ai-edge-litert", "slimbench export x --format tflite --int8"):
+                   "pip install numpy ai-edge-litert", "slimbench export x --format tflite --int8",
+                   "For a microcontroller: flash", "at 8 bits, largest at"):
         assert needle in card, needle
     report = measure(int8_export.path, latency=True, batch_sizes=(1,), repeats=3)
     assert {t["engine"] for t in report["latency"]} == {"pytorch-eager", "litert"}  # never a stand-in ONNX file

@@ -45,6 +45,15 @@ def _floats(values: tuple[float, ...]) -> str:
     return ", ".join(f"{v:.8g}" for v in values)
 
 
+def _memory_line(memory: dict[str, Any] | None) -> list[str]:
+    if not memory or "peak_ram_bytes" not in memory:
+        return []
+    return [f"- For a microcontroller: flash {memory['flash_bytes']:,} B (conv/linear weights at "
+            f"{memory['weight_bits']:.3g} bits, a 32-bit bias and scale per output channel); peak RAM "
+            f"{memory['peak_ram_bytes']:,} B at batch 1 (activations alive at once at {memory['activation_bits']:.3g} "
+            f"bits, largest at {memory['peak_at']})"]
+
+
 def _io_line(io: dict[str, Any] | None, counts: ModelCounts) -> str:
     """The input the file takes and the output it gives: float for ONNX files, as declared for LiteRT files."""
     normalised = (f"RGB scaled to [0, 1] then normalised per channel with mean ({_floats(CIFAR_MEAN)}) and std "
@@ -107,8 +116,9 @@ def _run_it(model_file: Path, script: Path | None, runtime: str) -> list[str]:
 def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], counts: ModelCounts,
                      parity: dict[str, Any], timings: list[Latency], commands: list[str],
                      predict_script: Path | None = None, engines: list[dict[str, Any]] | None = None,
-                     runtime: str = "ONNX Runtime") -> Path:
-    """``runtime``: what runs the file, ONNX Runtime or LiteRT (its input/output and the predict.py it needs)."""
+                     runtime: str = "ONNX Runtime", memory: dict[str, Any] | None = None) -> Path:
+    """``runtime``: what runs the file, ONNX Runtime or LiteRT (its input/output and the predict.py it needs);
+    ``memory``: flash and batch-1 peak RAM as ``measure`` reports them (``report["memory"]``)."""
     quant = sidecar.get("quant") or {}
     lineage = sidecar.get("lineage") or []
     metrics = sidecar.get("metrics") or {}
@@ -135,6 +145,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         f"{score.op_term:.4f} (operations); w and f measured on the model as exported, Ps={ps:.3f}, Pu={pu:.3f} "
         "recorded from the lineage"
         + ("" if isinstance(test_acc, int | float) and test_acc >= 0.9 else " (not eligible: test accuracy below 90%)"),
+        *_memory_line(memory),
         f"- Parity with PyTorch on {parity.get('images')} test images: top-1 agreement "
         f"{_pct(parity.get('top1_agreement'))}, max logit difference {parity.get('max_abs_diff', 0):.3g}",
         "",

@@ -22,7 +22,7 @@ from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
 from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
-from slimbench.measure import count_model
+from slimbench.measure import count_model, measure
 from slimbench.measure.counts import scored_nonzero
 from slimbench.measure.engines import compare_engines
 from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
@@ -165,7 +165,7 @@ def _write_onnx(job: ExportJob) -> ExportResult:
     script = write_predict_script(out_dir, path, data.classes, input_shape)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
-                            predict_script=script, engines=engines)
+                            predict_script=script, engines=engines, memory=measure(path)["memory"])
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
 
 

@@ -22,7 +22,8 @@ from slimbench.study.runner import RESULTS_FILE
 COLUMNS = [  # key, header, format
     ("experiment", "model", "{}"), ("val_acc", "val %", "pct"), ("test_acc", "test %", "pct"),
     ("params", "params", "{:,}"), ("macs", "MACs", "{:,}"), ("size_bytes", "size (B)", "{:,}"),
-    ("qw", "qw", "{:.3g}"), ("qa", "qa", "{:.3g}"), ("score", "score", "{:.4f}"), ("latency_ms", "b1 ms", "{:.2f}"),
+    ("qw", "qw", "{:.3g}"), ("qa", "qa", "{:.3g}"), ("score", "score", "{:.4f}"),
+    ("flash_bytes", "flash KiB", "kib"), ("peak_ram_bytes", "RAM KiB", "kib"), ("latency_ms", "b1 ms", "{:.2f}"),
     ("train_s", "train s", "{:,.0f}"), ("eligible", ">=90%", "flag"),
 ]
 
@@ -79,6 +80,8 @@ def cell(row: dict[str, Any], key: str, fmt: str) -> str:
         return "-"
     if fmt == "pct":
         return f"{100 * value:.2f}"
+    if fmt == "kib":
+        return f"{value / 1024:,.1f}"
     return fmt.format(value)
 
 
