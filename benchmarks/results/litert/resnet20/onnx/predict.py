@@ -25,11 +25,25 @@ CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'hors
 _session = None
 
 
-def _load():
+def _run(x):
+    """Normalised float images [N, 3, H, W] -> logits, through ONNX Runtime."""
     global _session
     if _session is None:
         _session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
-    return _session
+    entry = _session.get_inputs()[0]
+    if entry.type == "tensor(float16)":
+        x = x.astype(np.float16)
+    batch = entry.shape[0]
+    if not isinstance(batch, int):  # exported with a dynamic batch
+        return _session.run(None, {entry.name: x})[0]
+    outputs = []  # a fixed-batch export: feed whole batches, the last one padded
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        real = len(chunk)
+        if real < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - real, *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(_session.run(None, {entry.name: chunk})[0][:real])
+    return np.concatenate(outputs)
 
 
 def logits(images):
@@ -40,22 +54,7 @@ def logits(images):
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (HEIGHT, WIDTH, 3):
         raise ValueError(f"expected uint8 RGB images shaped [N, {HEIGHT}, {WIDTH}, 3], "
                          f"got {images.dtype} {list(images.shape)}")
-    x = images.transpose(0, 3, 1, 2).astype(np.float32) * SCALE + SHIFT
-    session = _load()
-    entry = session.get_inputs()[0]
-    if entry.type == "tensor(float16)":
-        x = x.astype(np.float16)
-    batch = entry.shape[0]
-    if not isinstance(batch, int):  # exported with a dynamic batch
-        return session.run(None, {entry.name: x})[0].astype(np.float32)
-    outputs = []  # a fixed-batch export: feed whole batches, the last one padded
-    for start in range(0, len(x), batch):
-        chunk = x[start:start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - real, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(session.run(None, {entry.name: chunk})[0][:real])
-    return np.concatenate(outputs).astype(np.float32)
+    return _run(images.transpose(0, 3, 1, 2).astype(np.float32) * SCALE + SHIFT).astype(np.float32)
 
 
 def classify(images):

@@ -29,12 +29,25 @@ CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'hors
 _interpreter = None
 
 
-def _load():
+def _run(x):
+    """Normalised float images [N, 3, H, W] -> logits, one image per call through the LiteRT interpreter."""
     global _interpreter
     if _interpreter is None:
         _interpreter = Interpreter(model_path=str(MODEL), num_threads=1)
         _interpreter.allocate_tensors()
-    return _interpreter
+    entry, out = _interpreter.get_input_details()[0], _interpreter.get_output_details()[0]
+    in_scale, in_zero = entry["quantization"]
+    out_scale, out_zero = out["quantization"]
+    outputs = []
+    for image in x:
+        if np.issubdtype(entry["dtype"], np.integer):
+            info = np.iinfo(entry["dtype"])
+            image = np.clip(np.rint(image / in_scale + in_zero), info.min, info.max)
+        _interpreter.set_tensor(entry["index"], image[None].astype(entry["dtype"]))
+        _interpreter.invoke()
+        y = _interpreter.get_tensor(out["index"])[0]
+        outputs.append((y.astype(np.float32) - out_zero) * out_scale if np.issubdtype(y.dtype, np.integer) else y)
+    return np.stack(outputs)
 
 
 def logits(images):
@@ -45,21 +58,7 @@ def logits(images):
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (HEIGHT, WIDTH, 3):
         raise ValueError(f"expected uint8 RGB images shaped [N, {HEIGHT}, {WIDTH}, 3], "
                          f"got {images.dtype} {list(images.shape)}")
-    x = images.transpose(0, 3, 1, 2).astype(np.float32) * SCALE + SHIFT
-    interpreter = _load()
-    entry, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    in_scale, in_zero = entry["quantization"]
-    out_scale, out_zero = out["quantization"]
-    outputs = []
-    for image in x:
-        if np.issubdtype(entry["dtype"], np.integer):
-            info = np.iinfo(entry["dtype"])
-            image = np.clip(np.rint(image / in_scale + in_zero), info.min, info.max)
-        interpreter.set_tensor(entry["index"], image[None].astype(entry["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])[0]
-        outputs.append((y.astype(np.float32) - out_zero) * out_scale if np.issubdtype(y.dtype, np.integer) else y)
-    return np.stack(outputs).astype(np.float32)
+    return _run(images.transpose(0, 3, 1, 2).astype(np.float32) * SCALE + SHIFT).astype(np.float32)
 
 
 def classify(images):
