@@ -267,3 +267,18 @@ def test_exported_files_are_readable_like_any_written_file(tmp_path):
     os.umask(mask)
     path = export_onnx(build_model({"model": "resnet20", "width": 0.25}).eval(), tmp_path / "m.onnx")
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_tflite_without_the_extra_says_how_to_get_it(tmp_path, trained, synthetic, monkeypatch):
+    import sys
+
+    for name in ("litert_torch", "ai_edge_litert", "ai_edge_litert.interpreter"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if `slimbench[litert]` were not installed
+    with pytest.raises(ExportError, match=r"needs litert-torch: pip install 'slimbench\[litert\]'"):
+        export(trained, tmp_path / "t", format="tflite", precision="int8", dataset=synthetic, latency=False)
+    assert not list((tmp_path / "t").glob("*.tflite"))
+    from slimbench.errors import SlimbenchError
+    from slimbench.measure.latency import measure_litert_latency
+
+    with pytest.raises(SlimbenchError, match="needs ai-edge-litert"):
+        measure_litert_latency(tmp_path / "missing.tflite")
