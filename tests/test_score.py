@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from slimbench.cli import app
@@ -131,3 +132,20 @@ def test_pruning_ratios_add_up_across_steps_and_ignore_other_stages():
     assert pruning_ratios([{"stage": "prune", "metrics": {"structured_ratio": 0.7, "unstructured_ratio": 0.6}},
                            {"stage": "prune", "metrics": {"structured_ratio": 0.7}}]) == (0.99, 0.6)
     assert pruning_ratios([]) == (0.0, 0.0)
+
+
+def test_qat_zeros_inside_a_pruned_tensor_are_not_pruning():
+    """w leaves out only the zeros a pruning step forced; the low-bit grid's extra zeros are stored levels."""
+    from torch import nn
+
+    from slimbench.measure.counts import scored_nonzero
+
+    model = nn.Sequential(nn.Linear(10, 10, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].weight[:3] = 0  # 30 weights pruned by the recorded step
+        model[0].weight[5, :4] = 0  # 4 more that a 4-bit grid rounded to zero during QAT
+    lineage = [{"stage": "prune", "metrics": {"params_after": 100, "nonzero_after": 70, "sparse_params": ["0.weight"]}}]
+    assert scored_nonzero(model, {"mode": "qat"}, lineage) == 70
+    assert scored_nonzero(model, {"mode": "int8"}, lineage) == 66  # a float or int8 model: every zero counts
+    assert scored_nonzero(model, {"mode": "qat"}, []) == 100
