@@ -5,7 +5,7 @@ accuracy as recorded (test evaluated in the stored precision), w and f as `slimb
 max(qw, qa), Ps and Pu from the lineage, the score under `brief`, `course-macs` and `micronet-ops`, flash and
 batch-1 peak RAM, and the training time of its lineage (every train, prune fine-tune and QAT step). Published
 anchors are printed beside them. A model is on the Pareto front when no other eligible model has both a
-higher test accuracy and a lower brief score.
+test accuracy at least as high and a brief score at least as low, one of them strictly.
 
 Usage: python benchmarks/frontier_table.py LABEL=PATH ... [--json OUT]
 """
@@ -59,8 +59,13 @@ def row_of(label: str, path: Path) -> dict[str, Any]:
 def pareto(rows: list[dict[str, Any]]) -> None:
     eligible = [r for r in rows if (r["test_acc"] or 0) >= 0.9]
     for r in rows:
-        r["pareto"] = r in eligible and not any(o["test_acc"] > r["test_acc"] and o["score_brief"] < r["score_brief"]
-                                                for o in eligible)
+        r["pareto"] = r in eligible and not any(_dominates(o, r) for o in eligible)
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """At least as accurate and at least as light, and better in one of the two."""
+    return (a["test_acc"] >= b["test_acc"] and a["score_brief"] <= b["score_brief"]
+            and (a["test_acc"] > b["test_acc"] or a["score_brief"] < b["score_brief"]))
 
 
 def main() -> None:
