@@ -90,7 +90,9 @@ def test_ctrl_c_or_kill_saves_and_says_how_to_resume(tmp_path, stop):
 
     runs_root = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "slimbench.cli", "train", "--dataset", "synthetic", "--epochs", "50", "--name", "c",
+        # epochs of a few steps each: enough of them that a loaded machine, which can starve this process for
+        # seconds between polls, still finds the run going when the signal is sent (50 once finished first)
+        [sys.executable, "-m", "slimbench.cli", "train", "--dataset", "synthetic", "--epochs", "2000", "--name", "c",
          "--set", "model.width=0.5", "--set", "data.val_size=64", "--runs-root", str(runs_root), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
