@@ -90,18 +90,24 @@ def test_ctrl_c_or_kill_saves_and_says_how_to_resume(tmp_path, stop):
 
     runs_root = tmp_path / "runs"
     proc = subprocess.Popen(
-        # epochs of a few steps each: enough of them that a loaded machine, which can starve this process for
-        # seconds between polls, still finds the run going when the signal is sent (50 once finished first)
+        # epochs of a few steps each: enough of them that the run is still going when the signal comes, however
+        # late a loaded machine lets this process poll
         [sys.executable, "-m", "slimbench.cli", "train", "--dataset", "synthetic", "--epochs", "2000", "--name", "c",
          "--set", "model.width=0.5", "--set", "data.val_size=64", "--runs-root", str(runs_root), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a test suite started in the background (`nohup make test &`) hands its children SIGINT ignored, and
+        # Python then keeps it ignored: Ctrl-C is what this test sends, so the child gets the terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    log = runs_root / "c" / "log.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
-        time.sleep(0.2)
-    proc.send_signal(getattr(signal, stop))
-    _, err = proc.communicate(timeout=120)
+    try:
+        log = runs_root / "c" / "log.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, stop))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err
     assert "resume with" in err
     assert (runs_root / "c" / "last.pt").exists()
