@@ -89,15 +89,17 @@ def test_ctrl_c_or_kill_saves_and_says_how_to_resume(tmp_path, stop):
     from slimbench.runs import DB_NAME, ResultsStore
 
     runs_root = tmp_path / "runs"
+    # a test suite started in the background (`nohup make test &`) hands its children SIGINT ignored, and Python
+    # then keeps it ignored: the child restores Ctrl-C's usual handler before the CLI starts (in the child itself,
+    # not in a preexec_fn, which would run Python between fork and exec in a process with JAX's threads)
+    ctrl_c_as_usual = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "sys.argv[0] = 'slimbench'; runpy.run_module('slimbench.cli', run_name='__main__')")
     proc = subprocess.Popen(
         # epochs of a few steps each: enough of them that the run is still going when the signal comes, however
         # late a loaded machine lets this process poll
-        [sys.executable, "-m", "slimbench.cli", "train", "--dataset", "synthetic", "--epochs", "2000", "--name", "c",
+        [sys.executable, "-c", ctrl_c_as_usual, "train", "--dataset", "synthetic", "--epochs", "2000", "--name", "c",
          "--set", "model.width=0.5", "--set", "data.val_size=64", "--runs-root", str(runs_root), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # a test suite started in the background (`nohup make test &`) hands its children SIGINT ignored, and
-        # Python then keeps it ignored: Ctrl-C is what this test sends, so the child gets the terminal's default
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         log = runs_root / "c" / "log.jsonl"
