@@ -22,10 +22,11 @@ from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
 from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
-from slimbench.measure import count_model, measure
+from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
 from slimbench.measure.engines import compare_engines
 from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
+from slimbench.measure.summary import memory_at_stored_bits
 from slimbench.runtimes.onnx import DEFAULT_OPSET, check_parity, export_onnx
 from slimbench.runtimes.openvino import openvino_available
 
@@ -163,9 +164,10 @@ def _write_onnx(job: ExportJob) -> ExportResult:
             engines = compare_engines(path, data.test_x, data.test_y, ("openvino", "openvino-bf16"), quantized)
     counts = count_model(model.float(), input_shape)
     script = write_predict_script(out_dir, path, data.classes, input_shape)
+    memory = memory_at_stored_bits(model.float(), input_shape, sidecar.get("quant") or {}, parent.spec, parent.structure)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
-                            predict_script=script, engines=engines, memory=measure(path)["memory"])
+                            predict_script=script, engines=engines, memory=memory)
     return ExportResult(path=path, card=card, parity=parity, extra_files=extra)
 
 

@@ -18,10 +18,11 @@ from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
 from slimbench.export.stage import ExportFormat, ExportJob, ExportResult, register_format
 from slimbench.export.standalone import write_tflite_predict_script
-from slimbench.measure import count_model, measure
+from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
 from slimbench.measure.engines import engine_logits
 from slimbench.measure.latency import measure_latency, measure_litert_latency
+from slimbench.measure.summary import memory_at_stored_bits
 from slimbench.runtimes.litert import export_tflite, tflite_io
 from slimbench.runtimes.onnx import compare_logits
 
@@ -77,7 +78,8 @@ def write_tflite(job: ExportJob) -> ExportResult:
                 "test_acc": accuracy["test_acc"], "correct": accuracy["test_correct"], "faithful": True, "note": ""}]
     card = write_model_card(job.out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings,
                             job.options.get("commands") or [], predict_script=script, engines=engines,
-                            runtime="LiteRT", memory=measure(path)["memory"])
+                            runtime="LiteRT",
+                            memory=memory_at_stored_bits(model, job.input_shape, quant or {}, parent.spec, parent.structure))
     return ExportResult(path=path, card=card, parity=parity, extra_files=[script])
 
 

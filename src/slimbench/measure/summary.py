@@ -40,7 +40,7 @@ def export_temporary_tflite(model: Any, folder: Path, shape: tuple[int, ...]) ->
     return export_tflite(model, folder / "model.tflite", shape)
 
 
-def _memory(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dict[str, Any],
+def memory_at_stored_bits(model: Any, shape: tuple[int, ...], quant: dict[str, Any], spec: dict[str, Any],
             structure: dict[str, Any] | None) -> dict[str, Any]:
     """Flash and batch-1 peak RAM at the model's own bits (QAT: each layer's weight bits, the widest input).
     Low-bit layers do not trace with torch.fx: their float twin (same structure, same shapes) is measured."""
@@ -140,7 +140,7 @@ def measure(model_or_checkpoint: str | Path, latency: bool = False, batch_sizes:
     report["micronet_ops"] = count_micronet_ops(model, *layer_bits_of(quant), input_shape=tuple(counts.input_shape)).total
     if "weight_bits" in quant:  # packed at the model's own (effective) weight width
         report["size_bytes"]["as quantized"] = storage_bytes(counts.params, float(quant["weight_bits"]))
-    report["memory"] = _memory(model, tuple(counts.input_shape), quant, spec, structure)
+    report["memory"] = memory_at_stored_bits(model, tuple(counts.input_shape), quant, spec, structure)
     if accuracy_split is not None:
         if path.suffix != ".pt":
             raise FileNotFoundError(f"{path}: accuracy is measured on a model.pt artifact (the split it trained with)")

@@ -43,14 +43,6 @@ def litert_available() -> bool:
     return True
 
 
-def interpreter_available() -> bool:
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def export_tflite(model: nn.Module, path: str | Path, input_shape: tuple[int, ...] = (3, 32, 32),
                   calibration: torch.Tensor | None = None) -> Path:
     """Write ``model`` as a .tflite file for batch-1 inference; atomic.
