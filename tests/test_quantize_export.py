@@ -32,6 +32,10 @@ def test_half_precision_artifact(tmp_path, trained, synthetic, mode):
     # the brief's crash: evaluation feeds the model inputs of its own dtype, so this simply works
     evaluation = evaluate(half, synthetic.test_x, synthetic.test_y, 10, channels_last=False)
     assert abs(evaluation.accuracy - result.metrics["float_test_acc"]) <= 0.02
+    from slimbench.compress.calibration import validation_images
+
+    val = evaluate(half, *validation_images(synthetic, artifact), 10, channels_last=False).accuracy
+    assert artifact.metrics["val_acc"] == pytest.approx(val) and "float_val_acc" in artifact.metrics
     full, _ = load_model(trained)
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -71,6 +75,15 @@ def test_int8_is_really_integer_and_smaller(tmp_path, trained, synthetic):
     assert sidecar["quant"]["weight_bits"] == 8 and sidecar["lineage"][-1]["stage"] == "quantize"
     inputs, accuracy = inputs_from_artifact(result.path, load_rule("brief"))
     assert (inputs.qw, inputs.qa) == (8, 8) and accuracy == pytest.approx(m["test_acc"])
+    # the validation figure is the int8 file's own, on the 64 images the parent was selected on
+    from slimbench.compress.calibration import validation_images
+    from slimbench.measure.engines import engine_logits
+
+    parent = load_model(trained)[1]
+    val_x, val_y = validation_images(synthetic, parent)
+    own = float((engine_logits("onnxruntime", result.path, val_x).argmax(1) == val_y).float().mean())
+    assert len(val_y) == 64 and sidecar["metrics"]["val_acc"] == pytest.approx(own)
+    assert sidecar["metrics"]["float_val_acc"] == parent.metrics["val_acc"]
 
 
 def test_tampered_onnx_is_refused(tmp_path, trained, synthetic):
@@ -218,6 +231,11 @@ def test_predict_script_runs_the_export_without_slimbench_or_torch(tmp_path, tra
 
     predict = _load_predict(script)
     assert np.abs(predict.logits(images.permute(0, 2, 3, 1).numpy()) - reference.numpy()).max() < 1e-3
+    # the sidecar records the file's own accuracy on every test image: what predict.py gives on them
+    every = predict.logits(synthetic.test_x.permute(0, 2, 3, 1).numpy()).argmax(1)
+    recorded = read_sidecar(result.path)["metrics"]
+    assert recorded["test_correct"] == int((every == synthetic.test_y.numpy()).sum())
+    assert recorded["test_images"] == len(synthetic.test_y) and recorded["val_images"] == 64
     with pytest.raises(ValueError, match=r"expected uint8 RGB images shaped \[N, 32, 32, 3\]"):
         predict.logits(images.numpy())  # NCHW instead of NHWC
 
@@ -229,6 +247,7 @@ def test_predict_script_with_a_fixed_batch_and_fp16(tmp_path, trained, synthetic
     dynamic = export(trained, tmp_path / "d", dataset=synthetic, latency=False)
     expected = _load_predict(dynamic.path.parent / "predict.py").logits(images)
     by_eight = _load_predict(fixed.path.parent / "predict.py").logits(images)  # 8 + 8 + 4 padded to 8
+    assert read_sidecar(fixed.path)["metrics"]["test_images"] == len(synthetic.test_y)  # run 8 at a time
     assert by_eight.shape == expected.shape and np.abs(by_eight - expected).max() < 1e-4
     in_half = _load_predict(half.path.parent / "predict.py")
     assert (in_half.logits(images).argmax(1) == expected.argmax(1)).mean() >= 0.95

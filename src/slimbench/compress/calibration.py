@@ -34,3 +34,11 @@ def calibration_indices(dataset: ImageDataset, artifact: Artifact, count: int, s
     train_idx = training_split(dataset, training_config(artifact).get("data") or {}).train_idx
     pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
     return train_idx[pick[:count]]
+
+
+def validation_images(dataset: ImageDataset, artifact: Artifact) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The validation split the model was selected on (images, labels), or None when it trained without one."""
+    val_idx = training_split(dataset, training_config(artifact).get("data") or {}).val_idx
+    if not len(val_idx):
+        return None
+    return dataset.train_x[val_idx], dataset.train_y[val_idx]

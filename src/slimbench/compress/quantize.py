@@ -23,7 +23,7 @@ from pydantic import Field
 
 from slimbench.artifact import Artifact, atomic_write, lineage_step, load_artifact, load_model, write_sidecar
 from slimbench.artifact import save_artifact as save_torch_artifact
-from slimbench.compress.calibration import calibration_indices, dataset_for
+from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
 from slimbench.config import StrictModel
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError
@@ -157,6 +157,11 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     input_shape = tuple(test_x.shape[1:])
     counts = count_model(model, input_shape)
     float_eval = evaluate(model, test_x, test_y, data.num_classes, channels_last=False)
+    validation = validation_images(data, parent)
+
+    def own_and_float_val(val_acc: float | None) -> dict[str, Any]:
+        # the parent's validation figure is the float model's: the quantized model's own replaces it
+        return {} if val_acc is None else {"val_acc": val_acc, "float_val_acc": parent.metrics.get("val_acc")}
 
     if config.mode in HALF_DTYPES:
         artifact = half_artifact(parent, config.mode)
@@ -164,7 +169,10 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
         save_torch_artifact(artifact, path)  # saved first so the rebuilt model is what is evaluated
         half_model, _ = load_model(path)
         half_eval = evaluate(half_model, test_x, test_y, data.num_classes, channels_last=False)
-        metrics = {"mode": config.mode, "test_acc": half_eval.accuracy, "float_test_acc": float_eval.accuracy,
+        half_val = (None if validation is None else
+                    evaluate(half_model, *validation, data.num_classes, channels_last=False).accuracy)
+        metrics = {"mode": config.mode, **own_and_float_val(half_val),
+                   "test_acc": half_eval.accuracy, "float_test_acc": float_eval.accuracy,
                    "accuracy_drop": float_eval.accuracy - half_eval.accuracy, "file_bytes": path.stat().st_size,
                    "float_file_bytes": Path(checkpoint).stat().st_size, "params": counts.params, "macs": counts.macs}
         artifact.lineage.append(quantize_step(config, parent, metrics))
@@ -182,15 +190,17 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     from slimbench.measure.engines import engine_logits
 
     int8_eval = float((engine_logits("onnxruntime", int8_path, test_x).argmax(1) == test_y).float().mean())
+    int8_val = (None if validation is None else
+                float((engine_logits("onnxruntime", int8_path, validation[0]).argmax(1) == validation[1]).float().mean()))
     reduce_range = _reduce_range(config)
     quant = {"mode": "int8", "format": "onnx-qdq", "weight_bits": 8, "activation_bits": 8,
              "per_channel": config.per_channel, "activations": config.activations, "reduce_range": reduce_range,
              "calibration": config.calibration, "calibration_size": config.calibration_size}
-    metrics = {"mode": "int8", "test_acc": int8_eval, "float_test_acc": float_eval.accuracy,
+    metrics = {"mode": "int8", **own_and_float_val(int8_val), "test_acc": int8_eval, "float_test_acc": float_eval.accuracy,
                "accuracy_drop": float_eval.accuracy - int8_eval, "parity": parity.as_dict(),
                "file_bytes": int8_path.stat().st_size, "float_file_bytes": float_path.stat().st_size,
                "params": counts.params, "nonzero_params": counts.nonzero_params, "macs": counts.macs}
     write_sidecar(int8_path, parent, quant, [*parent.lineage, quantize_step(config, parent, metrics)], str(checkpoint),
-                  {**{k: v for k, v in parent.metrics.items() if k in ("val_acc",)}, **metrics})
+                  metrics)
     atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     return QuantizeResult(int8_path, metrics)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slimbench.artifact import Artifact, atomic_write, load_artifact, load_model, read_sidecar, write_sidecar
-from slimbench.compress.calibration import dataset_for
+from slimbench.compress.calibration import dataset_for, validation_images
 from slimbench.compress.quantize import QuantizeConfig, quantize
 from slimbench.data import ImageDataset
 from slimbench.errors import ExportError
@@ -24,7 +24,7 @@ from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
-from slimbench.measure.engines import compare_engines
+from slimbench.measure.engines import compare_engines, engine_logits
 from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
 from slimbench.measure.summary import memory_at_stored_bits
 from slimbench.runtimes.onnx import DEFAULT_OPSET, check_parity, export_onnx
@@ -108,6 +108,28 @@ def export(
     return fmt.write(job)
 
 
+def file_accuracies(job: ExportJob, engine: str, path: Path, batch_size: int) -> dict[str, Any]:
+    """The exported file's own accuracy, run by ``engine``, on the validation split its parent was selected on and
+    on the whole test split, with the float model's figures beside them: what the sidecar and card record."""
+    data = job.data
+    splits = {"test": (data.test_x, data.test_y)}
+    validation = validation_images(data, job.parent)
+    if validation is not None:
+        splits["val"] = validation
+    result: dict[str, Any] = {"float_val_acc": job.parent.metrics.get("val_acc"),
+                              "float_test_acc": job.parent.metrics.get("test_acc")}
+    for split, (images, labels) in splits.items():
+        correct = int((engine_logits(engine, path, images, batch_size=batch_size).argmax(1) == labels).sum())
+        result.update({f"{split}_acc": correct / len(labels), f"{split}_correct": correct,
+                       f"{split}_images": len(labels)})
+    return result
+
+
+def without_split_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A parent's metrics less its per-split figures, which belong to the parent, not to a file made from it."""
+    return {k: v for k, v in metrics.items() if not k.startswith(("val_", "test_"))}
+
+
 def _write_torchscript(job: ExportJob) -> ExportResult:
     path = export_torchscript(job.model, job.out_dir / "model.torchscript.pt", job.input_shape)
     parity = check_torchscript_parity(job.model, path, job.images, job.labels).as_dict()
@@ -148,8 +170,9 @@ def _write_onnx(job: ExportJob) -> ExportResult:
         quant = ({"mode": "fp16", "weight_bits": 16, "activation_bits": 16} if half
                  else {**parent.quant, "format": "onnx-qcdq"} if lowbit else parent.quant)
         counts = count_model(model.float(), input_shape)
+        accuracy = file_accuracies(job, "onnxruntime", path, 500 if dynamic_batch else batch_size)
         write_sidecar(path, parent, quant, list(parent.lineage), str(checkpoint),
-                      {**parent.metrics, "parity": parity, "params": counts.params,
+                      {**without_split_figures(parent.metrics), **accuracy, "parity": parity, "params": counts.params,
                        "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs})
         sidecar = read_sidecar(path)
     timings = []

@@ -11,12 +11,19 @@ from typing import Any
 import torch
 
 from slimbench.artifact import read_sidecar, write_sidecar
-from slimbench.compress.calibration import calibration_indices, training_config
+from slimbench.compress.calibration import calibration_indices
 from slimbench.compress.quantize import QuantizeConfig
-from slimbench.data import normalize, training_split
+from slimbench.data import normalize
 from slimbench.errors import ExportError
 from slimbench.export.card import write_model_card
-from slimbench.export.stage import ExportFormat, ExportJob, ExportResult, register_format
+from slimbench.export.stage import (
+    ExportFormat,
+    ExportJob,
+    ExportResult,
+    file_accuracies,
+    register_format,
+    without_split_figures,
+)
 from slimbench.export.standalone import write_tflite_predict_script
 from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
@@ -52,7 +59,7 @@ def write_tflite(job: ExportJob) -> ExportResult:
     except ExportError:
         path.rename(path.with_suffix(".rejected.tflite"))
         raise
-    accuracy = _split_accuracies(job, path)
+    accuracy = file_accuracies(job, "litert", path, batch_size=100)
     quant = ({"mode": "int8", "weight_bits": 8, "activation_bits": 8, "format": "tflite-int8",
               "scheme": "weights symmetric per output channel, activations per tensor, int8 input and output",
               "calibration_size": len(calibration)} if int8 else parent.quant)
@@ -62,9 +69,7 @@ def write_tflite(job: ExportJob) -> ExportResult:
                          "int8; its activations run at 8 bits instead of its own (LiteRT has no kernels for those)"}
     counts = count_model(model, job.input_shape)
     # the parent's per-split figures are the float model's: the file's own replace them
-    metrics = {**{k: v for k, v in parent.metrics.items() if not k.startswith(("val_", "test_"))},
-               **accuracy, "float_val_acc": parent.metrics.get("val_acc"),
-               "float_test_acc": parent.metrics.get("test_acc"), "parity": parity, "params": counts.params,
+    metrics = {**without_split_figures(parent.metrics), **accuracy, "parity": parity, "params": counts.params,
                "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs,
                "io": tflite_io(path)}
     write_sidecar(path, parent, quant, list(parent.lineage), str(job.checkpoint), metrics)
@@ -101,21 +106,6 @@ def dequantized_twin(model: torch.nn.Module, parent: Any) -> torch.nn.Module:
                 if module.bias is not None:
                     layers[name].bias.copy_(module.bias.detach().float())
     return twin.eval()
-
-
-def _split_accuracies(job: ExportJob, path: Any) -> dict[str, Any]:
-    """The file's own accuracy on the validation split it was selected on and on the whole test split."""
-    data = job.data
-    result: dict[str, Any] = {}
-    val_idx = training_split(data, training_config(job.parent).get("data") or {}).val_idx
-    splits = {"test": (data.test_x, data.test_y)}
-    if len(val_idx):
-        splits["val"] = (data.train_x[val_idx], data.train_y[val_idx])
-    for split, (images, labels) in splits.items():
-        correct = int((engine_logits("litert", path, images, batch_size=100).argmax(1) == labels).sum())
-        result.update({f"{split}_acc": correct / len(labels), f"{split}_correct": correct,
-                       f"{split}_images": len(labels)})
-    return result
 
 
 register_format(ExportFormat("tflite", ("fp32", "int8"), write_tflite))
