@@ -129,12 +129,17 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
     for key, label in axes:
         if key.endswith("_bytes") and not any(r.get(key) for r in rows):
             continue  # rows written before flash and RAM were measured
-        points = [(float(r[key]), float(r["test_acc"])) for r in rows if r.get(key) and r.get("test_acc") is not None]
-        names = [r["experiment"] for r in rows if r.get(key) and r.get("test_acc") is not None]
+        shown = [r for r in rows if r.get(key) and r.get("test_acc") is not None]
+        points = [(float(r[key]), float(r["test_acc"])) for r in shown]
+        names = [r["experiment"] for r in shown]
         fig, ax = plt.subplots(figsize=(7.5, 5))
         if points:
-            ax.scatter([p[0] for p in points], [100 * p[1] for p in points], s=36, color="tab:blue", zorder=3,
-                       label="this study")
+            # below the accuracy line a model is not a candidate: hollow, so the eye finds the eligible ones
+            for eligible, legend in ((True, "this study"), (False, "this study, below the accuracy line")):
+                group = [p for p, r in zip(points, shown, strict=True) if bool(r.get("eligible")) == eligible]
+                if group:
+                    ax.scatter([p[0] for p in group], [100 * p[1] for p in group], s=36, zorder=3, label=legend,
+                               color="tab:blue" if eligible else "white", edgecolors="tab:blue")
             front = pareto_front(points)
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
                     color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
