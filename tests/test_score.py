@@ -56,7 +56,13 @@ def test_score_cli_from_numbers():
     data = json.loads(result.output)
     assert round(data["score"], 4) == 0.0493 and data["eligible"] is True
     table = runner.invoke(app, ["score", "--w", "198309", "--f", "29055103", "--ps", "0.3", "--accuracy", "0.85"])
-    assert "0.0704" in table.output and "NO" in table.output
+    assert "0.0704" in table.output and "NO" in table.output and "within 0.1 point" not in table.output
+    assert data["borderline"] is False
+    # nine test images above the line: eligible, and told to confirm it (the frontier issue's rule)
+    close = runner.invoke(app, ["score", "--w", "198309", "--f", "29055103", "--accuracy", "0.9009"])
+    assert "yes" in close.output and "within 0.1 point of the line" in close.output
+    below = runner.invoke(app, ["score", "--w", "198309", "--f", "29055103", "--accuracy", "0.8995", "--json"])
+    assert json.loads(below.output)["eligible"] is False and json.loads(below.output)["borderline"] is True
 
 
 def test_score_reads_a_checkpoint(tmp_path):
