@@ -1,7 +1,8 @@
 """The export stage: artifact in, ONNX file (float32, float16 or int8) out, proven against PyTorch, with a card.
 
 Every export is run with ONNX Runtime on test images and compared with the PyTorch model it came from;
-an export that disagrees beyond tolerance raises instead of leaving a file that looks fine.
+an export that disagrees beyond tolerance raises instead of leaving a file that looks fine. The file then runs
+on every validation and test image, and the accuracy its sidecar and card record is its own.
 """
 
 from __future__ import annotations
