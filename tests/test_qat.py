@@ -153,6 +153,14 @@ def test_qat_refuses_a_quantized_parent_and_another_config(tmp_path, w4a4, train
         quantize(trained, QuantizeConfig(mode="qat", weight_bits=3), w4a4.path.parent, dataset=synthetic)
 
 
+def test_qat_refuses_torch_compile_before_any_work(tmp_path, trained):
+    """Inductor cannot lower the backward of Brevitas's layers: the config says so in one line, at once."""
+    result = CliRunner().invoke(app, ["quantize", str(trained), "--mode", "qat", "--out", str(tmp_path / "q"),
+                                      "--set", "finetune.compile=true"])
+    assert isinstance(result.exception, ConfigError) and not (tmp_path / "q").exists()
+    assert str(result.exception).startswith("config: finetune.compile: torch.compile cannot train Brevitas")
+
+
 def test_qat_exports_as_integer_qdq_with_parity(tmp_path, w4a4, synthetic):
     result = export(w4a4.path, tmp_path / "export", dataset=synthetic, latency=False, parity_images=128)
     assert result.path.name == "model.lowbit.onnx" and result.parity["top1_agreement"] >= 0.99

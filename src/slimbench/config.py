@@ -80,6 +80,8 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         message = f"{source}: unknown key {key!r}"
+    elif not err["loc"] and err["type"] == "value_error":  # a rule across keys: its own words say which
+        message = f"{source}: {err['msg'].removeprefix('Value error, ')}"
     else:
         message = f"{source}: key {key!r}: {err['msg']}"
         if "input" in err and not isinstance(err["input"], dict):

@@ -194,7 +194,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
     result_metrics: dict[str, Any] = {}
     if config.finetune is not None:
         init_artifact = load_artifact(init_path)
-        # Brevitas's quantized tensors break torch.compile's graph at every layer: eager unless asked for
+        # Brevitas's layers cannot be compiled (QuantizeConfig refuses compile: true): eager
         overrides = {"compile": False, **config.finetune}
         trained_path, result_metrics = finetune(
             init_path, init_artifact.spec, training_config(parent), overrides, out_dir / "qat" / "finetune",
