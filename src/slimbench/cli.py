@@ -508,8 +508,9 @@ def score(
                                         "measured_on": measured_on}, "score")
     result = compute_score(inputs, score_rule)
     eligible = None if accuracy is None else accuracy >= result.rule.min_accuracy
+    # one test image is 0.01 point: within ten of them, the CPU's arithmetic or the engine can decide
+    borderline = None if accuracy is None else abs(accuracy - result.rule.min_accuracy) < BORDERLINE
     if json_:
-        borderline = None if accuracy is None else abs(accuracy - result.rule.min_accuracy) < BORDERLINE
         print(json.dumps({"score": result.total, "param_term": result.param_term, "op_term": result.op_term,
                           "ps_applied": result.ps_applied, "pu_applied": result.pu_applied,
                           "inputs": inputs.model_dump(), "rule": result.rule.model_dump(), "eligible": eligible,
@@ -530,8 +531,6 @@ def score(
         ("[bold]score", f"[bold]{result.total:.4f}"),
     ]
     if eligible is not None:
-        # one test image is 0.01 point: within ten of them, the CPU's arithmetic or the engine can decide
-        borderline = abs(accuracy - result.rule.min_accuracy) < BORDERLINE
         rows.append(("eligible", f"{'yes' if eligible else 'NO'}: accuracy {_pct(accuracy)} vs the rule's "
                                  f"{_pct(result.rule.min_accuracy)}"
                      + (" (within 0.1 point of the line: confirm it with the exported file or on the other CPU "

@@ -196,11 +196,11 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     count = min(config.parity_images, len(test_x))
     parity = check_parity(model, int8_path, test_x[:count], test_y[:count], max_abs_diff=None,
                           min_agreement=config.min_agreement)
-    from slimbench.measure.engines import engine_logits
+    from slimbench.measure.engines import engine_correct
 
-    int8_eval = float((engine_logits("onnxruntime", int8_path, test_x).argmax(1) == test_y).float().mean())
-    int8_val = (None if validation is None else
-                float((engine_logits("onnxruntime", int8_path, validation[0]).argmax(1) == validation[1]).float().mean()))
+    int8_eval = engine_correct("onnxruntime", int8_path, test_x, test_y) / len(test_y)
+    int8_val = None if validation is None else \
+        engine_correct("onnxruntime", int8_path, *validation) / len(validation[1])
     reduce_range = _reduce_range(config)
     quant = {"mode": "int8", "format": "onnx-qdq", "weight_bits": 8, "activation_bits": 8,
              "per_channel": config.per_channel, "activations": config.activations, "reduce_range": reduce_range,

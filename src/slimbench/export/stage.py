@@ -25,7 +25,7 @@ from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
-from slimbench.measure.engines import compare_engines, engine_logits
+from slimbench.measure.engines import compare_engines, engine_correct
 from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
 from slimbench.measure.summary import memory_at_stored_bits
 from slimbench.runtimes.onnx import DEFAULT_OPSET, check_parity, export_onnx
@@ -120,7 +120,7 @@ def file_accuracies(job: ExportJob, engine: str, path: Path, batch_size: int) ->
     result: dict[str, Any] = {"float_val_acc": job.parent.metrics.get("val_acc"),
                               "float_test_acc": job.parent.metrics.get("test_acc")}
     for split, (images, labels) in splits.items():
-        correct = int((engine_logits(engine, path, images, batch_size=batch_size).argmax(1) == labels).sum())
+        correct = engine_correct(engine, path, images, labels, batch_size)
         result.update({f"{split}_acc": correct / len(labels), f"{split}_correct": correct,
                        f"{split}_images": len(labels)})
     return result

@@ -49,6 +49,12 @@ def engine_logits(engine: str, path: str | Path, images: torch.Tensor, batch_siz
     return torch.cat(outputs)
 
 
+def engine_correct(engine: str, path: str | Path, images: torch.Tensor, labels: torch.Tensor,
+                   batch_size: int = 500) -> int:
+    """How many of ``images`` the exported file at ``path`` classifies right when ``engine`` runs it."""
+    return int((engine_logits(engine, path, images, batch_size).argmax(1) == labels).sum())
+
+
 def compare_engines(path: str | Path, images: torch.Tensor, labels: torch.Tensor, engines: tuple[str, ...],
                     quantized: bool) -> list[dict[str, Any]]:
     """Each engine's accuracy and parity with the reference. An engine whose arithmetic changes predictions
