@@ -66,3 +66,32 @@ def test_unknown_model_and_argument_are_one_line_errors():
 def test_spec_is_normalised_with_defaults():
     assert normalize_spec({"model": "resnet20"}) == {"model": "resnet20", "shortcut": "B", "width": 1.0,
                                                       "num_classes": 10}
+
+
+def test_airnet_fits_resnet20_budget_and_its_stem_can_be_whitened():
+    from slimbench.measure.counts import count_model
+    from slimbench.train.whiten import whiten_first_conv
+
+    model, resnet20 = build_model({"model": "airnet"}), build_model({"model": "resnet20"})
+    assert count_parameters(model) == 262_658 <= count_parameters(resnet20)
+    assert count_model(model).macs == 22_988_416 <= count_model(resnet20).macs
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    conv = whiten_first_conv(model, images)
+    assert conv is model.conv1 and conv.kernel_size == (2, 2)
+    # the stem's filters are whitening directions: its outputs on the patches are decorrelated (half of them
+    # negated copies of the other half)
+    from slimbench.data.augment import normalize
+
+    out = torch.nn.functional.conv2d(normalize(images, channels_last=False).float(), conv.weight)
+    flat = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = torch.cov(flat.T)
+    assert torch.allclose(cov, torch.diag(torch.diag(cov)), atol=0.05)
+
+
+def test_airnet_spec_round_trips_through_json_and_rejects_bad_widths():
+    import json
+
+    spec = normalize_spec({"model": "airnet"})
+    assert spec["widths"] == [40, 64, 112] and json.loads(json.dumps(spec)) == spec
+    with pytest.raises(ModelError, match="widths must be three"):
+        build_model({"model": "airnet", "widths": [32, 64]})

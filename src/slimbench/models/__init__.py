@@ -1,6 +1,6 @@
 """Model zoo: a registry of CIFAR and ImageNet-style classifiers built from plain-data specs."""
 
-from slimbench.models import densenet, mobilenet, preact, resnet_cifar, resnet_imagenet  # noqa: F401 (register)
+from slimbench.models import airnet, densenet, mobilenet, preact, resnet_cifar, resnet_imagenet  # noqa: F401 (register)
 from slimbench.models.registry import available_models, build_model, model_arguments, normalize_spec
 
 

@@ -53,7 +53,9 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise ModelError(
             f"model {spec['model']!r} has no argument {unknown[0]!r}; arguments: {', '.join(allowed)}"
         )
-    return {"model": spec["model"], **allowed, **args}
+    full = {**allowed, **args}
+    # specs are stored as JSON and YAML, where a tuple comes back as a list: keep them lists from the start
+    return {"model": spec["model"], **{k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}}
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
