@@ -10,6 +10,7 @@ ZOO = [
     {"model": "preactresnet18", "width": 0.25},
     {"model": "densenet121", "width": 0.25},
     {"model": "mobilenetv2", "width": 0.25},
+    {"model": "airnet", "widths": [16, 16, 32], "stem_channels": 12},
 ]
 
 

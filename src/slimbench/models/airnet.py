@@ -49,7 +49,7 @@ class AirNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.conv1(x))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(F.adaptive_max_pool2d(x, 1).flatten(1))
+        return self.fc(x.amax(dim=(2, 3)))  # a global max-pool that every exporter lowers (LiteRT lacks adaptive_max_pool2d)
 
 
 @register("airnet", "airbench's shallow conv-pool-BN-GELU net at small widths (default 40/64/112: 263k params, 23M MACs)")
