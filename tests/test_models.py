@@ -69,6 +69,7 @@ def test_spec_is_normalised_with_defaults():
 
 
 def test_airnet_fits_resnet20_budget_and_its_stem_can_be_whitened():
+    from slimbench.data.augment import normalize
     from slimbench.measure.counts import count_model
     from slimbench.train.whiten import whiten_first_conv
 
@@ -80,8 +81,6 @@ def test_airnet_fits_resnet20_budget_and_its_stem_can_be_whitened():
     assert conv is model.conv1 and conv.kernel_size == (2, 2)
     # the stem's filters are whitening directions: its outputs on the patches are decorrelated (half of them
     # negated copies of the other half)
-    from slimbench.data.augment import normalize
-
     out = torch.nn.functional.conv2d(normalize(images, channels_last=False).float(), conv.weight)
     flat = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
     cov = torch.cov(flat.T)
