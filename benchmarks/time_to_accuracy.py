@@ -7,9 +7,10 @@ only) and the wall-clock time (with the per-epoch evaluations), then the final f
 its own directory under ``--out`` and resumes from its last saved epoch when the script is started again.
 
 - ``brief``: the ResNet-20 stage of studies/brief.yaml (SGD lr 0.1, wd 1e-5, multistep [40, 60], 80 epochs);
-- ``fast``: configs/resnet20_fast.yaml.
+- ``fast``: configs/resnet20_fast.yaml (ResNet-20);
+- ``airnet``: configs/airnet_fast.yaml (a shallower zoo model within ResNet-20's parameters and MACs).
 
-Usage: SLIMBENCH_DATA=../shared/data/cifar10 python benchmarks/time_to_accuracy.py [--recipes brief,fast]
+Usage: SLIMBENCH_DATA=../shared/data/cifar10 python benchmarks/time_to_accuracy.py [--recipes brief,fast,airnet]
        [--out runs/time-to-accuracy] [--json OUT]
 """
 
@@ -31,15 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 0.90
 
 
+CONFIGS = {"fast": "configs/resnet20_fast.yaml", "airnet": "configs/airnet_fast.yaml"}
+
+
 def recipe(name: str) -> TrainConfig:
-    if name == "fast":
-        return load_config(TrainConfig, ROOT / "configs/resnet20_fast.yaml", {"report_test_each_epoch": True})
+    if name in CONFIGS:
+        return load_config(TrainConfig, ROOT / CONFIGS[name], {"report_test_each_epoch": True})
     if name == "brief":
         study = read_yaml(ROOT / "studies/brief.yaml")
         stage = next(e for e in study["experiments"] if e["name"] == "resnet20")["stages"][0]["train"]
         return TrainConfig.model_validate({**stage, "name": "resnet20-brief-recipe", "data": study["data"],
                                            "report_test_each_epoch": True})
-    raise SystemExit(f"unknown recipe {name!r}: use brief or fast")
+    raise SystemExit(f"unknown recipe {name!r}: use brief, {', '.join(CONFIGS)}")
 
 
 def run(name: str, out: Path) -> list[dict[str, Any]]:
@@ -67,7 +71,7 @@ def summary(name: str, history: list[dict[str, Any]], metrics: dict[str, Any]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", default="brief,fast")
+    parser.add_argument("--recipes", default="brief,fast,airnet")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/time-to-accuracy")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -76,8 +80,9 @@ def main() -> None:
         history = run(name, args.out)
         metrics = json.loads((args.out / name / "metrics.json").read_text())
         rows.append(summary(name, history, metrics))
-    print(f"{host().describe()}; {host().cpu_name}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{datetime.now(UTC):%Y-%m-%d}")
+    machine = (f"{host().describe()}; {host().cpu_name}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+               f"{datetime.now(UTC):%Y-%m-%d}")
+    print(machine)
     print(f"{'recipe':<8}{'epochs':>7}{'90% at epoch':>14}{'train min':>11}{'wall min':>10}"
           f"{'sel. epoch':>11}{'val':>8}{'test':>8}{'total min':>11}")
     for r in rows:
@@ -88,7 +93,7 @@ def main() -> None:
               f"{100 * r['val_acc']:>7.2f}%{100 * r['test_acc']:>7.2f}%{r['wall_s'] / 60:>11.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"machine": machine, "target": TARGET, "recipes": rows}, indent=2))
 
 
 if __name__ == "__main__":

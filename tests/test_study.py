@@ -19,6 +19,7 @@ from slimbench.study import (
     load_rows,
     load_study,
     pareto_front,
+    plotted_front,
     run_study,
     study_status,
     to_csv,
@@ -329,6 +330,15 @@ def test_plot_labels_overlap_neither_each_other_nor_markers_nor_the_frame():
 def test_pareto_front():
     points = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (4.0, 0.9), (0.5, 0.4)]
     assert pareto_front(points) == [4, 0, 1, 3]
+
+
+def test_plotted_front_leaves_out_models_below_the_line():
+    points = [(1.0, 0.89), (2.0, 0.905), (3.0, 0.90), (4.0, 0.92)]
+    front, label = plotted_front(points, [False, True, True, True])
+    assert front == [1, 3]  # the cheap 89% model is no candidate, and 90.0% at cost 3 is beaten by 90.5% at 2
+    assert "above the line" in label
+    front, label = plotted_front(points[:1], [False])
+    assert front == [0] and "no model reaches" in label
 
 
 def test_ray_backend(tmp_path, synthetic):

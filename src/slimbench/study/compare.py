@@ -111,6 +111,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+def plotted_front(points: list[tuple[float, float]], eligible: list[bool]) -> tuple[list[int], str]:
+    """The front a plot draws, and its legend. Among the eligible models when there are any, as the frontier
+    table counts it: a model below the accuracy line is no candidate, however cheap. Among all models
+    otherwise, so that a study whose models all sit below the line still shows its trade-off."""
+    candidates = [i for i, ok in enumerate(eligible) if ok]
+    if not candidates:
+        return pareto_front(points), "Pareto front (no model reaches the line)"
+    front = pareto_front([points[i] for i in candidates])
+    return [candidates[i] for i in front], "Pareto front of the models above the line"
+
+
 def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "",
                     references: bool = True) -> list[Path]:
     """accuracy_vs_{params,macs,score,flash_bytes,peak_ram_bytes}.png/.svg in ``out_dir`` (flash and RAM where
@@ -140,9 +151,9 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
                 if group:
                     ax.scatter([p[0] for p in group], [100 * p[1] for p in group], s=36, zorder=3, label=legend,
                                color="tab:blue" if eligible else "white", edgecolors="tab:blue")
-            front = pareto_front(points)
+            front, front_label = plotted_front(points, [bool(r.get("eligible")) for r in shown])
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
-                    color="tab:blue", alpha=0.5, linestyle="--", label="Pareto front")
+                    color="tab:blue", alpha=0.5, linestyle="--", label=front_label)
         shown_refs = [r for r in refs if r.get(key)] if key != "score" else []
         ref_points = [(float(r[key]), float(r["test_acc"])) for r in shown_refs]
         if shown_refs:
