@@ -544,6 +544,87 @@ def score(
 
 
 @app.command()
+def sensitivity(
+    checkpoint: Annotated[Path, typer.Argument(help="A float model artifact (pruned or not), before QAT.")],
+    bits: Annotated[str, typer.Option(help="Bit widths to try per layer (weights and inputs), comma-separated.")]
+        = "2,3,4,8",
+    images: Annotated[int, typer.Option(min=1, help="Validation images each trial is evaluated on.")] = 2000,
+    base_bits: Annotated[int, typer.Option(min=2, max=8, help="The width the suggestion starts every layer "
+                                           "at (the quantize stage's weight_bits and activation_bits).")] = 4,
+    budget: Annotated[float | None, typer.Option(min=0, help="Validation points the suggestion may spend, summed "
+                                                 "over the layers it moves below --base-bits (single-layer "
+                                                 "trials before QAT).")] = None,
+    save: Annotated[float | None, typer.Option(min=0, help="Score to take off: the suggestion stops once its "
+                                               "moves save this much.")] = None,
+    keep_first_last: Annotated[bool, typer.Option(help="Leave the first and last layer out of the suggestion "
+                                                  "(first_last_bits governs them).")] = True,
+    rule: Annotated[str, typer.Option(help="Score rule whose normalisers weigh each layer's saving.")] = "brief",
+    plot: Annotated[Path | None, typer.Option(help="Write the per-layer bar chart here (PNG).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the measurements and suggestion here.")]
+        = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Per-layer bit sensitivity: each layer alone at each width, validation points lost, and a layer_bits
+    suggestion for the quantize stage that saves the most score for the points it spends."""
+    import yaml
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from slimbench.artifact import atomic_write
+    from slimbench.compress.sensitivity import bit_sensitivity, plot_sensitivity, score_saved, suggest_layer_bits
+    from slimbench.score import load_rule
+
+    try:
+        widths = sorted({int(b) for b in bits.split(",") if b.strip()})
+    except ValueError:
+        raise SlimbenchError(f"--bits takes comma-separated integers, got {bits!r}") from None
+    if base_bits not in widths:
+        widths = sorted({*widths, base_bits})
+    if budget is None and save is None:
+        raise SlimbenchError("give --budget (validation points to spend), --save (score to take off), or both")
+    score_rule = load_rule(rule)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("sensitivity", total=None)
+
+        def step(layer: str, width: int) -> None:
+            bar.update(task, advance=1, description=f"{layer} at {width} bits")
+
+        report = bit_sensitivity(checkpoint, widths, images=images, dataset=_dataset_of(checkpoint, data_dir),
+                                 on_step=step)
+    keep = [report.layers[0].name, report.layers[-1].name] if keep_first_last and report.layers else []
+    norms = (score_rule.param_norm, score_rule.op_norm)
+    chosen = suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,
+                                target_saving=save, keep=keep)
+    table = Table(title=_title(f"{checkpoint}: one layer at a time, validation points lost (float "
+                               f"{_pct(report.reference_acc)} on {report.images:,} images)"), box=box.SIMPLE)
+    for column in ("layer", "params", "MACs", *(f"w{b}a{b}" for b in widths), "suggested"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in report.layers:
+        pick = chosen.get(layer.name, {}).get("weight_bits")
+        table.add_row(layer.name, f"{layer.nonzero_params:,}", f"{layer.macs:,}",
+                      *(f"{100 * layer.drops[b]:+.2f}" for b in widths),
+                      "kept" if layer.name in keep else str(pick or base_bits))
+    console.print(table)
+    saved = sum(score_saved(layer, chosen[layer.name]["weight_bits"], base_bits, norms)
+                for layer in report.layers if layer.name in chosen)
+    spent = sum(layer.drops[chosen[layer.name]["weight_bits"]] - layer.drops[base_bits]
+                for layer in report.layers if layer.name in chosen)
+    console.print(f"suggestion: {len(chosen)} layer(s) below {base_bits} bits, about {saved:.4f} off the "
+                  f"'{score_rule.name}' score, for {100 * spent:.2f} validation points summed over single-layer "
+                  "trials (before QAT, which recovers much of them); as the quantize stage's layer_bits:")
+    snippet = yaml.safe_dump({"layer_bits": chosen}, default_flow_style=None, sort_keys=False)
+    console.print(snippet if chosen else "layer_bits: {}  # no move fits the budget", markup=False, highlight=False)
+    if plot:
+        console.print(f"plot: {plot_sensitivity(report, plot)}")
+    if json_out:
+        payload = {**report.to_dict(), "base_bits": base_bits, "budget_points": budget, "rule": score_rule.name,
+                   "layer_bits": chosen}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(json_out, json.dumps(payload, indent=2).encode())
+        console.print(f"json: {json_out}")
+
+
+@app.command()
 def demo(
     data_dir: DataDir = None,
     out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/quickstart).")] = None,

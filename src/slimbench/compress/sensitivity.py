@@ -1,0 +1,166 @@
+"""Per-layer bit sensitivity: what each layer costs in validation accuracy at each bit width, alone.
+
+For every Conv2d/Linear and every candidate width b, the float model gets that one layer at b-bit weights and
+b-bit inputs (the same Brevitas layers as QAT, step sizes calibrated on training images, no training) while
+every other layer stays float, and is evaluated on the validation split the model was selected on. The drop
+against the float model says how much that layer resists low bits before any training; beside it stands what
+the layer is worth to the score (its share of non-zero parameters and of MACs). :func:`suggest_layer_bits`
+turns both into QuantizeConfig's ``layer_bits``: the moves below a base width that save the most score per
+point of validation accuracy, until a budget of summed drops is spent.
+
+Single-layer drops before QAT rank layers; they do not add up exactly, and QAT recovers much of them. They
+choose where to spend bits, and the QAT run that follows says what the choice cost.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimbench.artifact import load_artifact, load_model
+from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
+from slimbench.compress.qat import calibrate_activations, plan_bits
+from slimbench.compress.quantize import QuantizeConfig
+from slimbench.data import ImageDataset
+from slimbench.errors import CompressionError
+from slimbench.measure import count_model
+from slimbench.measure.accuracy import evaluate
+from slimbench.models.lowbit import apply_lowbit
+
+BITS = (2, 3, 4, 8)
+
+
+@dataclass
+class LayerSensitivity:
+    name: str
+    nonzero_params: int
+    macs: int
+    drops: dict[int, float]  # bits -> validation accuracy lost against the float model (a fraction)
+
+
+@dataclass
+class SensitivityReport:
+    checkpoint: str
+    reference_acc: float  # the float model on the same validation images
+    images: int
+    calibration_images: int
+    layers: list[LayerSensitivity] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: int = 2000,
+                    calibration_size: int = 256, dataset: ImageDataset | None = None, seed: int = 0,
+                    on_step: Callable[[str, int], None] | None = None) -> SensitivityReport:
+    """Validation accuracy lost by each Conv2d/Linear of a float artifact quantized alone at each of ``bits``
+    (weights and inputs), on the first ``images`` validation images; ``on_step(layer, bits)`` after each."""
+    if not bits or any(not 2 <= b <= 8 for b in bits):
+        raise CompressionError(f"bit widths must lie in 2..8, got {list(bits)}")
+    artifact = load_artifact(checkpoint)
+    if artifact.quant:
+        raise CompressionError(f"{checkpoint} is already quantized ({artifact.quant.get('mode')}): measure the "
+                               "sensitivity of its float parent")
+    data = dataset_for(artifact, dataset)
+    held_out = validation_images(data, artifact)
+    if held_out is None:
+        raise CompressionError(f"{checkpoint} trained without a validation split: sensitivity is measured on "
+                               "validation images only, never on the test set")
+    val_x, val_y = held_out[0][:images], held_out[1][:images]
+    calibration = data.train_x[calibration_indices(data, artifact, calibration_size, seed)]
+    model, _ = load_model(checkpoint)
+    model.eval()
+    num_classes = data.num_classes
+    reference = evaluate(model, val_x, val_y, num_classes, channels_last=False).accuracy
+    counts = {layer.name: layer for layer in count_model(model, tuple(data.train_x.shape[1:])).layers}
+    report = SensitivityReport(checkpoint=str(checkpoint), reference_acc=reference, images=len(val_x),
+                               calibration_images=len(calibration))
+    plans = {b: plan_bits(model, QuantizeConfig(mode="qat", weight_bits=b, activation_bits=b, first_last_bits=None),
+                          calibration[:64]) for b in bits}
+    for name in plans[bits[0]]:
+        drops = {}
+        for b in bits:
+            trial = apply_lowbit(copy.deepcopy(model), {name: plans[b][name]}, str(checkpoint))
+            torch.manual_seed(seed)
+            calibrate_activations(trial, calibration)
+            drops[b] = reference - evaluate(trial, val_x, val_y, num_classes, channels_last=False).accuracy
+            if on_step:
+                on_step(name, b)
+        layer = counts.get(name)
+        report.layers.append(LayerSensitivity(name=name, nonzero_params=layer.nonzero_params if layer else 0,
+                                              macs=layer.macs if layer else 0, drops=drops))
+    return report
+
+
+def score_saved(layer: LayerSensitivity, bits: int, base_bits: int, norms: tuple[float, float]) -> float:
+    """What moving one layer from ``base_bits`` to ``bits`` (weights and inputs) takes off a score whose
+    normalisers are ``norms`` (parameters, MACs: a score rule's ``param_norm`` and ``op_norm``)."""
+    param_norm, op_norm = norms
+    return (base_bits - bits) / 32 * (layer.nonzero_params / param_norm + layer.macs / op_norm)
+
+
+def suggest_layer_bits(report: SensitivityReport, norms: tuple[float, float], base_bits: int = 4,
+                       budget: float | None = 0.005, target_saving: float | None = None,
+                       keep: Sequence[str] = ()) -> dict[str, dict[str, int]]:
+    """Layers to take below ``base_bits``, as QuantizeConfig's ``layer_bits``: greedily the moves with the most
+    score saved per unit of added drop, at most one per layer, while the summed added drops stay within
+    ``budget`` (a fraction of validation accuracy; None: no limit) and until ``target_saving`` is taken off
+    the score (None: as much as the budget allows). ``keep`` names layers left alone (first and last, which
+    ``first_last_bits`` governs)."""
+    if budget is None and target_saving is None:
+        raise CompressionError("give a budget of validation accuracy, a score saving to reach, or both")
+    chosen: dict[str, dict[str, int]] = {}
+    spent = saved_total = 0.0
+    moves = []
+    for layer in report.layers:
+        if layer.name in keep or base_bits not in layer.drops:
+            continue
+        for bits, drop in layer.drops.items():
+            if bits < base_bits:
+                added = max(drop - layer.drops[base_bits], 0.0)
+                saved = score_saved(layer, bits, base_bits, norms)
+                moves.append((saved / max(added, 1e-4), saved, added, bits, layer.name))
+    for _, saved, added, bits, name in sorted(moves, reverse=True):
+        if target_saving is not None and saved_total >= target_saving:
+            break
+        if name in chosen or (budget is not None and spent + added > budget):
+            continue
+        chosen[name] = {"weight_bits": bits, "activation_bits": bits}
+        spent += added
+        saved_total += saved
+    return dict(sorted(chosen.items()))
+
+
+def plot_sensitivity(report: SensitivityReport, path: str | Path) -> Path:
+    """One bar group per layer (validation points lost at each width), the layer's share of MACs beneath."""
+    import matplotlib.pyplot as plt
+
+    from slimbench.plotting import save_figure
+
+    layers = report.layers
+    widths = sorted({b for layer in layers for b in layer.drops})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(7.0, 0.42 * len(layers) + 2), 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    step = 0.8 / len(widths)
+    positions = range(len(layers))
+    for k, bits in enumerate(widths):
+        top.bar([i - 0.4 + (k + 0.5) * step for i in positions], [100 * layer.drops.get(bits, 0.0) for layer in layers],
+                width=step, label=f"w{bits}a{bits}")
+    top.axhline(0, color="black", linewidth=0.6)
+    top.set_ylabel("validation points lost")
+    top.set_title(f"{Path(report.checkpoint).parent.name or report.checkpoint}: one layer quantized at a time "
+                  f"(float {100 * report.reference_acc:.2f}%, {report.images:,} validation images)", fontsize=9)
+    top.legend(fontsize=7, ncol=len(widths))
+    top.grid(True, axis="y", alpha=0.3)
+    total_macs = sum(layer.macs for layer in layers) or 1
+    bottom.bar(list(positions), [100 * layer.macs / total_macs for layer in layers], color="tab:gray")
+    bottom.set_ylabel("% of MACs")
+    bottom.set_xticks(list(positions), [layer.name for layer in layers], rotation=70, fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return Path(path)

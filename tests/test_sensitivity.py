@@ -1,0 +1,97 @@
+"""Per-layer bit sensitivity: one layer quantized at a time, validation drops, and the layer_bits suggestion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from slimbench.artifact import load_model
+from slimbench.cli import app
+from slimbench.compress.calibration import validation_images
+from slimbench.compress.sensitivity import (
+    LayerSensitivity,
+    SensitivityReport,
+    bit_sensitivity,
+    score_saved,
+    suggest_layer_bits,
+)
+from slimbench.errors import CompressionError
+from slimbench.measure.accuracy import evaluate
+from slimbench.score import PRESETS
+
+NORMS = (PRESETS["brief"].param_norm, PRESETS["brief"].op_norm)
+
+
+@pytest.fixture(scope="module")
+def report(trained, synthetic):
+    return bit_sensitivity(trained, bits=(2, 8), images=64, calibration_size=128, dataset=synthetic)
+
+
+def test_every_layer_is_tried_at_every_width_against_the_float_model(report, trained, synthetic):
+    model, artifact = load_model(trained)
+    names = [n for n, m in model.named_modules() if type(m).__name__ in ("Conv2d", "Linear")]
+    assert sorted(layer.name for layer in report.layers) == sorted(names)
+    assert all(set(layer.drops) == {2, 8} for layer in report.layers)
+    val_x, val_y = validation_images(synthetic, artifact)
+    assert report.images == len(val_x) == 64
+    assert report.reference_acc == evaluate(model, val_x, val_y, synthetic.num_classes).accuracy
+    assert all(layer.macs > 0 and layer.nonzero_params > 0 for layer in report.layers)
+
+
+def test_eight_bits_cost_nothing_and_two_bits_cost_more(report):
+    eight = [layer.drops[8] for layer in report.layers]
+    two = [layer.drops[2] for layer in report.layers]
+    assert max(abs(d) for d in eight) <= 2 / 64  # two validation images at most, on any layer
+    assert sum(two) > sum(eight) + 0.05
+
+
+def _layer(name, params, macs, drops):
+    return LayerSensitivity(name=name, nonzero_params=params, macs=macs, drops=drops)
+
+
+def test_suggestion_takes_the_cheapest_savings_first_within_the_budget():
+    report = SensitivityReport(checkpoint="m.pt", reference_acc=0.9, images=1000, calibration_images=10, layers=[
+        _layer("first", 100, 10_000, {3: 0.0, 4: 0.0}),
+        _layer("big_robust", 10_000, 1_000_000, {2: 0.02, 3: 0.002, 4: 0.0}),
+        _layer("big_fragile", 10_000, 1_000_000, {2: 0.30, 3: 0.05, 4: 0.001}),
+        _layer("small_robust", 100, 10_000, {2: 0.001, 3: 0.0, 4: 0.0}),
+    ])
+    chosen = suggest_layer_bits(report, NORMS, base_bits=4, budget=0.01, keep=["first"])
+    assert chosen == {"big_robust": {"weight_bits": 3, "activation_bits": 3},
+                      "small_robust": {"weight_bits": 3, "activation_bits": 3}}
+    # a target saving stops early: the first move alone is enough
+    first_move = score_saved(report.layers[1], 3, 4, NORMS)
+    assert suggest_layer_bits(report, NORMS, budget=None, target_saving=first_move / 2) == {
+        "big_robust": {"weight_bits": 3, "activation_bits": 3}}
+    # an unlimited budget takes every layer not kept, at the move with the best ratio
+    assert set(suggest_layer_bits(report, NORMS, budget=None, target_saving=1.0, keep=["first"])) == {
+        "big_robust", "big_fragile", "small_robust"}
+    with pytest.raises(CompressionError, match="budget"):
+        suggest_layer_bits(report, NORMS, budget=None)
+
+
+def test_score_saved_matches_the_formula():
+    layer = _layer("l", 5600, 830_000, {4: 0.0})
+    assert score_saved(layer, 2, 4, NORMS) == pytest.approx(2 / 32 * (5600 / 5.6e6 + 830_000 / 8.3e8))
+
+
+def test_cli_prints_the_table_and_writes_json_and_plot(tmp_path, trained, synthetic, monkeypatch):
+    import slimbench.cli as cli
+
+    monkeypatch.setattr(cli, "_dataset_of", lambda checkpoint, data_dir: synthetic)
+    out = CliRunner().invoke(app, ["sensitivity", str(trained), "--bits", "3,4", "--images", "32", "--save",
+                                   "0.001", "--plot", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.json")])
+    assert out.exit_code == 0, out.output
+    assert "layer_bits" in out.output and "w3a3" in out.output and "kept" in out.output
+    payload = json.loads((tmp_path / "s.json").read_text())
+    assert payload["base_bits"] == 4 and len(payload["layers"]) > 10
+    assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_refuses_without_a_goal_or_with_widths_outside_2_to_8(tmp_path, trained):
+    out = CliRunner().invoke(app, ["sensitivity", str(trained)])
+    assert out.exit_code != 0 and "--budget" in str(out.exception)
+    with pytest.raises(CompressionError, match="bit widths"):
+        bit_sensitivity(trained, bits=(1, 4))
