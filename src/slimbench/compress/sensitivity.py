@@ -152,7 +152,11 @@ def plot_sensitivity(report: SensitivityReport, path: str | Path) -> Path:
         top.bar([i - 0.4 + (k + 0.5) * step for i in positions], [100 * layer.drops.get(bits, 0.0) for layer in layers],
                 width=step, label=f"w{bits}a{bits}")
     top.axhline(0, color="black", linewidth=0.6)
-    top.set_ylabel("validation points lost")
+    # 2-bit drops reach tens of points where 4-bit ones are tenths: linear below one point, logarithmic above
+    top.set_yscale("symlog", linthresh=1.0)
+    top.set_ylabel("validation points lost (symlog)")
+    lowest = min((100 * d for layer in layers for d in layer.drops.values()), default=0.0)
+    top.set_ylim(bottom=min(-0.5, 1.2 * lowest))
     top.set_title(f"{Path(report.checkpoint).parent.name or report.checkpoint}: one layer quantized at a time "
                   f"(float {100 * report.reference_acc:.2f}%, {report.images:,} validation images)", fontsize=9)
     top.legend(fontsize=7, ncol=len(widths))
