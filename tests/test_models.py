@@ -94,3 +94,15 @@ def test_airnet_spec_round_trips_through_json_and_rejects_bad_widths():
     assert spec["widths"] == [40, 64, 112] and json.loads(json.dumps(spec)) == spec
     with pytest.raises(ModelError, match="widths must be three"):
         build_model({"model": "airnet", "widths": [32, 64]})
+
+
+def test_compiled_airnet_trains_in_bf16_with_finite_gradients():
+    """torch.compile's backward of ``amax`` over the map under bf16 autocast gave NaN gradients to every layer
+    before the pool (torch 2.13, CPU); the pool is now a max-pool over the whole map."""
+    torch.manual_seed(0)
+    model = build_model({"model": "airnet", "widths": [16, 16, 32], "stem_channels": 12})
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = torch.nn.functional.cross_entropy(torch.compile(model)(x).float(), y)
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()] == []
