@@ -1,4 +1,4 @@
-"""Training throughput of ResNet-20 on CIFAR-10: slimbench's trainer against a tutorial-style baseline.
+"""Training throughput of ResNet-20 (or another zoo model) on CIFAR-10: slimbench's trainer against a tutorial-style baseline.
 
 Baseline: torch DataLoader with 2 workers over per-image PIL transforms (pad+random crop, flip,
 ToTensor, Normalize), fp32, contiguous NCHW, as most CIFAR tutorials write it. slimbench: the real
@@ -6,7 +6,7 @@ ToTensor, Normalize), fp32, contiguous NCHW, as most CIFAR tutorials write it. s
 bf16 autocast where the CPU has native bf16), eager and torch.compile, each contiguous and channels_last.
 Both at batch 128 with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
 
-Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--json OUT]
+Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--json OUT]
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ class PilCifar(Dataset):
         return torch.from_numpy((arr - self.mean) / self.std), int(self.labels[i])
 
 
-def baseline_throughput(images_hwc: np.ndarray, labels: np.ndarray, steps: int, warmup: int = 5) -> float:
+def baseline_throughput(images_hwc: np.ndarray, labels: np.ndarray, steps: int, warmup: int = 5,
+                        spec: dict | None = None) -> float:
     torch.manual_seed(0)
-    model = build_model({"model": "resnet20"})
+    model = build_model(spec or {"model": "resnet20"})
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     loader = DataLoader(PilCifar(images_hwc, labels), batch_size=BATCH, shuffle=True, num_workers=2,
                         drop_last=True, persistent_workers=False)
@@ -78,11 +79,11 @@ def baseline_throughput(images_hwc: np.ndarray, labels: np.ndarray, steps: int, 
 
 
 def slimbench_throughput(dataset, images: int, compile_model: bool, precision: str,
-                         channels_last: bool = True) -> tuple[float, str]:
+                         channels_last: bool = True, spec: dict | None = None) -> tuple[float, str]:
     """Two epochs of the real trainer over ``images`` images: the second epoch's rate (no compile time), and the
     memory format the trainer really used (it falls back to contiguous where channels_last is unsafe)."""
     cfg = TrainConfig.model_validate({
-        "model": {"model": "resnet20"}, "epochs": 2, "batch_size": BATCH, "compile": compile_model,
+        "model": spec or {"model": "resnet20"}, "epochs": 2, "batch_size": BATCH, "compile": compile_model,
         "precision": precision, "channels_last": channels_last,
         "data": {"name": "cifar10", "val_size": 0, "train_subset": images},
         "report_test_each_epoch": False, "select": "last",
@@ -92,9 +93,9 @@ def slimbench_throughput(dataset, images: int, compile_model: bool, precision: s
     return result.history[-1]["images_per_s"], result.metrics["memory_format"]
 
 
-def train_flops_per_image() -> float:
+def train_flops_per_image(spec: dict | None = None) -> float:
     """Forward + backward FLOPs of one image (conv/linear), counted by torch's own FLOP counter."""
-    model = build_model({"model": "resnet20"})
+    model = build_model(spec or {"model": "resnet20"})
     x = torch.randn(BATCH, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
         model(x).sum().backward()
@@ -118,32 +119,34 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("SLIMBENCH_DATA"))
     parser.add_argument("--images", type=int, default=6400, help="training images per slimbench epoch")
     parser.add_argument("--baseline-steps", type=int, default=40)
+    parser.add_argument("--model", default="resnet20", help="zoo model trained by both loops")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    spec = {"model": args.model}
 
     dataset = load_dataset("cifar10", args.data_dir)
     native = host().native_bf16
     results: dict[str, float] = {}
     hwc = dataset.train_x.permute(0, 2, 3, 1).numpy()
     results["baseline: DataLoader(2 workers) + PIL, fp32"] = baseline_throughput(hwc, dataset.train_y.numpy(),
-                                                                                 args.baseline_steps)
+                                                                                 args.baseline_steps, spec=spec)
     precision = "bf16" if native else "fp32"
     for compile_model in (False, True):
         for channels_last in (False, True):
-            ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last)
+            ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last, spec)
             results[f"slimbench {'torch.compile' if compile_model else 'eager'}, {precision}, {layout}"] = ips
-    flops = train_flops_per_image()
+    flops = train_flops_per_image(spec)
     peak, peak_rule = cpu_peak_gflops(native)
     base = next(iter(results.values()))
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, native bf16: {native}")
-    print(f"ResNet-20 training FLOPs per image (fwd+bwd): {flops / 1e6:.1f} M; CPU peak {peak:.0f} GFLOP/s ({peak_rule})")
+    print(f"{args.model} training FLOPs per image (fwd+bwd): {flops / 1e6:.1f} M; CPU peak {peak:.0f} GFLOP/s ({peak_rule})")
     print(f"{'variant':<52} {'img/s':>8} {'x baseline':>10} {'% of peak':>9}")
     for name, ips in results.items():
         print(f"{name:<52} {ips:>8.0f} {ips / base:>10.2f} {100 * ips * flops / 1e9 / peak:>8.1f}%")
     if args.json:
-        args.json.write_text(json.dumps({"images_per_s": results, "flops_per_image": flops, "peak_gflops": peak,
-                                         "native_bf16": native}, indent=2))
+        args.json.write_text(json.dumps({"model": args.model, "images_per_s": results, "flops_per_image": flops,
+                                         "peak_gflops": peak, "native_bf16": native}, indent=2))
 
 
 if __name__ == "__main__":
