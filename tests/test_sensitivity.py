@@ -72,6 +72,19 @@ def test_suggestion_takes_the_cheapest_savings_first_within_the_budget():
         suggest_layer_bits(report, NORMS, budget=None)
 
 
+def test_protected_layers_go_up_and_are_never_moved_down():
+    report = SensitivityReport(checkpoint="m.pt", reference_acc=0.9, images=1000, calibration_images=10, layers=[
+        _layer("first", 100, 10_000, {3: 0.2, 4: 0.05}),
+        _layer("fragile", 400, 500_000, {3: 0.02, 4: 0.012}),
+        _layer("robust", 10_000, 1_000_000, {3: 0.003, 4: 0.001}),
+    ])
+    assert suggest_layer_bits(report, NORMS, budget=None, protect=0.01, keep=["first"]) == {
+        "fragile": {"weight_bits": 8, "activation_bits": 8}}
+    both = suggest_layer_bits(report, NORMS, budget=1.0, protect=0.01, protect_bits=6, keep=["first"])
+    assert both == {"fragile": {"weight_bits": 6, "activation_bits": 6}, "robust": {"weight_bits": 3, "activation_bits": 3}}
+    assert score_saved(report.layers[1], 6, 4, NORMS) < 0  # going up costs score
+
+
 def test_score_saved_matches_the_formula():
     layer = _layer("l", 5600, 830_000, {4: 0.0})
     assert score_saved(layer, 2, 4, NORMS) == pytest.approx(2 / 32 * (5600 / 5.6e6 + 830_000 / 8.3e8))

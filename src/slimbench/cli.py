@@ -556,6 +556,9 @@ def sensitivity(
                                                  "trials before QAT).")] = None,
     save: Annotated[float | None, typer.Option(min=0, help="Score to take off: the suggestion stops once its "
                                                "moves save this much.")] = None,
+    protect: Annotated[float | None, typer.Option(min=0, help="Validation points: a layer that loses this much "
+                                                  "at --base-bits goes up to --protect-bits.")] = None,
+    protect_bits: Annotated[int, typer.Option(min=2, max=8, help="Bits of the protected layers.")] = 8,
     keep_first_last: Annotated[bool, typer.Option(help="Leave the first and last layer out of the suggestion "
                                                   "(first_last_bits governs them).")] = True,
     rule: Annotated[str, typer.Option(help="Score rule whose normalisers weigh each layer's saving.")] = "brief",
@@ -579,8 +582,9 @@ def sensitivity(
         raise SlimbenchError(f"--bits takes comma-separated integers, got {bits!r}") from None
     if base_bits not in widths:
         widths = sorted({*widths, base_bits})
-    if budget is None and save is None:
-        raise SlimbenchError("give --budget (validation points to spend), --save (score to take off), or both")
+    if budget is None and save is None and protect is None:
+        raise SlimbenchError("give --budget (validation points to spend), --save (score to take off), --protect "
+                             "(the drop that sends a layer up to --protect-bits), or several")
     score_rule = load_rule(rule)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True) as bar:
@@ -594,7 +598,8 @@ def sensitivity(
     keep = [report.layers[0].name, report.layers[-1].name] if keep_first_last and report.layers else []
     norms = (score_rule.param_norm, score_rule.op_norm)
     chosen = suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,
-                                target_saving=save, keep=keep)
+                                target_saving=save, keep=keep, protect=None if protect is None else protect / 100,
+                                protect_bits=protect_bits)
     table = Table(title=_title(f"{checkpoint}: one layer at a time, validation points lost (float "
                                f"{_pct(report.reference_acc)} on {report.images:,} images)"), box=box.SIMPLE)
     for column in ("layer", "params", "MACs", *(f"w{b}a{b}" for b in widths), "suggested"):
@@ -605,13 +610,14 @@ def sensitivity(
                       *(f"{100 * layer.drops[b]:+.2f}" for b in widths),
                       "kept" if layer.name in keep else str(pick or base_bits))
     console.print(table)
-    saved = sum(score_saved(layer, chosen[layer.name]["weight_bits"], base_bits, norms)
-                for layer in report.layers if layer.name in chosen)
-    spent = sum(layer.drops[chosen[layer.name]["weight_bits"]] - layer.drops[base_bits]
-                for layer in report.layers if layer.name in chosen)
-    console.print(f"suggestion: {len(chosen)} layer(s) below {base_bits} bits, about {saved:.4f} off the "
-                  f"'{score_rule.name}' score, for {100 * spent:.2f} validation points summed over single-layer "
-                  "trials (before QAT, which recovers much of them); as the quantize stage's layer_bits:")
+    down = [layer for layer in report.layers if chosen.get(layer.name, {}).get("weight_bits", base_bits) < base_bits]
+    up = [layer for layer in report.layers if chosen.get(layer.name, {}).get("weight_bits", base_bits) > base_bits]
+    saved = sum(score_saved(layer, chosen[layer.name]["weight_bits"], base_bits, norms) for layer in [*down, *up])
+    spent = sum(layer.drops[chosen[layer.name]["weight_bits"]] - layer.drops[base_bits] for layer in down)
+    console.print(f"suggestion: {len(up)} layer(s) protected at {protect_bits} bits, {len(down)} below {base_bits} "
+                  f"bits for {100 * spent:.2f} validation points summed over single-layer trials (before QAT, which "
+                  f"recovers much of them); {saved:+.4f} off the '{score_rule.name}' score in all. As the quantize "
+                  "stage's layer_bits:")
     snippet = yaml.safe_dump({"layer_bits": chosen}, default_flow_style=None, sort_keys=False)
     console.print(snippet if chosen else "layer_bits: {}  # no move fits the budget", markup=False, highlight=False)
     if plot:

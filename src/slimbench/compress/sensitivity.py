@@ -106,19 +106,27 @@ def score_saved(layer: LayerSensitivity, bits: int, base_bits: int, norms: tuple
 
 def suggest_layer_bits(report: SensitivityReport, norms: tuple[float, float], base_bits: int = 4,
                        budget: float | None = 0.005, target_saving: float | None = None,
-                       keep: Sequence[str] = ()) -> dict[str, dict[str, int]]:
-    """Layers to take below ``base_bits``, as QuantizeConfig's ``layer_bits``: greedily the moves with the most
-    score saved per unit of added drop, at most one per layer, while the summed added drops stay within
-    ``budget`` (a fraction of validation accuracy; None: no limit) and until ``target_saving`` is taken off
-    the score (None: as much as the budget allows). ``keep`` names layers left alone (first and last, which
-    ``first_last_bits`` governs)."""
-    if budget is None and target_saving is None:
-        raise CompressionError("give a budget of validation accuracy, a score saving to reach, or both")
+                       keep: Sequence[str] = (), protect: float | None = None,
+                       protect_bits: int = 8) -> dict[str, dict[str, int]]:
+    """Per-layer bits away from ``base_bits``, as QuantizeConfig's ``layer_bits``. Layers that lose at least
+    ``protect`` (a fraction of validation accuracy) at ``base_bits`` go up to ``protect_bits``. Then, among
+    the others, greedily the moves below ``base_bits`` with the most score saved per unit of added drop, at
+    most one per layer, while the summed added drops stay within ``budget`` (None: no limit) and until
+    ``target_saving`` is taken off the score (None: as much as the budget allows; both None: no move down).
+    ``keep`` names layers left alone (first and last, which ``first_last_bits`` governs)."""
+    if budget is None and target_saving is None and protect is None:
+        raise CompressionError("give a budget of validation accuracy, a score saving to reach, a drop to protect "
+                               "layers from, or several")
     chosen: dict[str, dict[str, int]] = {}
+    for layer in report.layers:
+        if protect is not None and layer.name not in keep and layer.drops.get(base_bits, 0.0) >= protect:
+            chosen[layer.name] = {"weight_bits": protect_bits, "activation_bits": protect_bits}
+    if budget is None and target_saving is None:
+        return dict(sorted(chosen.items()))
     spent = saved_total = 0.0
     moves = []
     for layer in report.layers:
-        if layer.name in keep or base_bits not in layer.drops:
+        if layer.name in keep or layer.name in chosen or base_bits not in layer.drops:
             continue
         for bits, drop in layer.drops.items():
             if bits < base_bits:
