@@ -16,6 +16,7 @@ from slimbench.compress.sensitivity import (
     bit_sensitivity,
     score_saved,
     suggest_layer_bits,
+    suggestion_effect,
 )
 from slimbench.errors import CompressionError
 from slimbench.measure.accuracy import evaluate
@@ -83,6 +84,11 @@ def test_protected_layers_go_up_and_are_never_moved_down():
     both = suggest_layer_bits(report, NORMS, budget=1.0, protect=0.01, protect_bits=6, keep=["first"])
     assert both == {"fragile": {"weight_bits": 6, "activation_bits": 6}, "robust": {"weight_bits": 3, "activation_bits": 3}}
     assert score_saved(report.layers[1], 6, 4, NORMS) < 0  # going up costs score
+    effect = suggestion_effect(report, both, 4, NORMS)
+    assert effect["up"] == ["fragile"] and effect["down"] == ["robust"]
+    assert effect["drop_spent"] == pytest.approx(0.002)
+    assert effect["score_saved"] == pytest.approx(score_saved(report.layers[1], 6, 4, NORMS)
+                                                  + score_saved(report.layers[2], 3, 4, NORMS))
 
 
 def test_score_saved_matches_the_formula():

@@ -573,7 +573,7 @@ def sensitivity(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from slimbench.artifact import atomic_write
-    from slimbench.compress.sensitivity import bit_sensitivity, plot_sensitivity, score_saved, suggest_layer_bits
+    from slimbench.compress.sensitivity import bit_sensitivity, plot_sensitivity, suggest_layer_bits, suggestion_effect
     from slimbench.score import load_rule
 
     try:
@@ -610,21 +610,19 @@ def sensitivity(
                       *(f"{100 * layer.drops[b]:+.2f}" for b in widths),
                       "kept" if layer.name in keep else str(pick or base_bits))
     console.print(table)
-    down = [layer for layer in report.layers if chosen.get(layer.name, {}).get("weight_bits", base_bits) < base_bits]
-    up = [layer for layer in report.layers if chosen.get(layer.name, {}).get("weight_bits", base_bits) > base_bits]
-    saved = sum(score_saved(layer, chosen[layer.name]["weight_bits"], base_bits, norms) for layer in [*down, *up])
-    spent = sum(layer.drops[chosen[layer.name]["weight_bits"]] - layer.drops[base_bits] for layer in down)
-    console.print(f"suggestion: {len(up)} layer(s) protected at {protect_bits} bits, {len(down)} below {base_bits} "
-                  f"bits for {100 * spent:.2f} validation points summed over single-layer trials (before QAT, which "
-                  f"recovers much of them); {saved:+.4f} off the '{score_rule.name}' score in all. As the quantize "
-                  "stage's layer_bits:")
+    effect = suggestion_effect(report, chosen, base_bits, norms)
+    console.print(f"suggestion: {len(effect['up'])} layer(s) protected at {protect_bits} bits, {len(effect['down'])} "
+                  f"below {base_bits} bits for {100 * effect['drop_spent']:.2f} validation points summed over "
+                  f"single-layer trials (before QAT, which recovers much of them); {effect['score_saved']:+.4f} off the "
+                  f"'{score_rule.name}' score in all. As the quantize stage's layer_bits:")
     snippet = yaml.safe_dump({"layer_bits": chosen}, default_flow_style=None, sort_keys=False)
     console.print(snippet if chosen else "layer_bits: {}  # no move fits the budget", markup=False, highlight=False)
     if plot:
         console.print(f"plot: {plot_sensitivity(report, plot)}")
     if json_out:
-        payload = {**report.to_dict(), "base_bits": base_bits, "budget_points": budget, "rule": score_rule.name,
-                   "layer_bits": chosen}
+        payload = {**report.to_dict(), "base_bits": base_bits, "budget_points": budget, "save": save,
+                   "protect_points": protect, "protect_bits": protect_bits, "rule": score_rule.name,
+                   "layer_bits": chosen, "effect": effect}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(json_out, json.dumps(payload, indent=2).encode())
         console.print(f"json: {json_out}")

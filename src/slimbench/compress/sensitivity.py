@@ -144,6 +144,20 @@ def suggest_layer_bits(report: SensitivityReport, norms: tuple[float, float], ba
     return dict(sorted(chosen.items()))
 
 
+def suggestion_effect(report: SensitivityReport, chosen: dict[str, dict[str, int]], base_bits: int,
+                      norms: tuple[float, float]) -> dict[str, Any]:
+    """What a suggestion does against every layer at ``base_bits``: the layers it moves up and down, the score it
+    takes off (negative when the layers moved up cost more than the others save), and the validation accuracy
+    its moves down cost, summed over single-layer trials."""
+    bits_of = {name: bits["weight_bits"] for name, bits in chosen.items()}
+    moved = [layer for layer in report.layers if bits_of.get(layer.name, base_bits) != base_bits]
+    down = [layer for layer in moved if bits_of[layer.name] < base_bits]
+    return {"up": [layer.name for layer in moved if bits_of[layer.name] > base_bits],
+            "down": [layer.name for layer in down],
+            "score_saved": sum(score_saved(layer, bits_of[layer.name], base_bits, norms) for layer in moved),
+            "drop_spent": sum(layer.drops[bits_of[layer.name]] - layer.drops[base_bits] for layer in down)}
+
+
 def plot_sensitivity(report: SensitivityReport, path: str | Path) -> Path:
     """One bar group per layer (validation points lost at each width), the layer's share of MACs beneath."""
     import matplotlib.pyplot as plt
