@@ -80,12 +80,13 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
     counts = {layer.name: layer for layer in count_model(model, tuple(data.train_x.shape[1:])).layers}
     report = SensitivityReport(checkpoint=str(checkpoint), reference_acc=reference, images=len(val_x),
                                calibration_images=len(calibration))
-    plans = {b: plan_bits(model, QuantizeConfig(mode="qat", weight_bits=b, activation_bits=b, first_last_bits=None),
-                          calibration[:64]) for b in bits}
-    for name in plans[bits[0]]:
+    # layer order and input signedness do not depend on the width: one forward pass finds them for every trial
+    plan = plan_bits(model, QuantizeConfig(mode="qat", first_last_bits=None), calibration[:64])
+    for name in plan:
         drops = {}
         for b in bits:
-            trial = apply_lowbit(copy.deepcopy(model), {name: plans[b][name]}, str(checkpoint))
+            recipe = {**plan[name], "weight_bits": b, "activation_bits": b}
+            trial = apply_lowbit(copy.deepcopy(model), {name: recipe}, str(checkpoint))
             torch.manual_seed(seed)
             calibrate_activations(trial, calibration)
             drops[b] = reference - evaluate(trial, val_x, val_y, num_classes, channels_last=False).accuracy
