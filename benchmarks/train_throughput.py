@@ -3,10 +3,12 @@
 Baseline: torch DataLoader with 2 workers over per-image PIL transforms (pad+random crop, flip,
 ToTensor, Normalize), fp32, contiguous NCHW, as most CIFAR tutorials write it. slimbench: the real
 ``slimbench.train.train`` on the same images (tensor-resident uint8 data, whole-batch augmentation,
-bf16 autocast where the CPU has native bf16), eager and torch.compile, each contiguous and channels_last.
+bf16 autocast where the CPU has native bf16), eager and torch.compile, each contiguous and channels_last, and
+with ``--ddp`` the eager channels_last trainer in two processes of one thread each (``torchrun``, gloo DDP: each
+process takes half of every batch of 128, so the recipe is the same but for batch-norm statistics over 64 images).
 Both at batch 128 with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
 
-Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--json OUT]
+Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--ddp] [--json OUT]
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -93,6 +97,24 @@ def slimbench_throughput(dataset, images: int, compile_model: bool, precision: s
     return result.history[-1]["images_per_s"], result.metrics["memory_format"]
 
 
+def ddp_throughput(data_dir: str, images: int, precision: str, model: str, processes: int = 2) -> float:
+    """The eager channels_last trainer in ``processes`` processes of one thread each, launched by torchrun as a user
+    would: the second epoch's rate over all processes (rank 0 logs the global rate)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                   "-m", "slimbench.cli", "train", "--model", model, "--epochs", "2", "--runs-root", tmp, "--name", "run",
+                   "--no-progress", "--set", f"data.train_subset={images}", "--set", "data.val_size=0",
+                   "--set", f"precision={precision}", "--set", "channels_last=true", "--set", "compile=false",
+                   "--set", f"batch_size={BATCH}", "--set", "report_test_each_epoch=false", "--set", "select=last"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLIMBENCH_DATA": data_dir}
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"torchrun failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return history[-1]["images_per_s"]
+
+
 def train_flops_per_image(spec: dict | None = None) -> float:
     """Forward + backward FLOPs of one image (conv/linear), counted by torch's own FLOP counter."""
     model = build_model(spec or {"model": "resnet20"})
@@ -120,6 +142,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6400, help="training images per slimbench epoch")
     parser.add_argument("--baseline-steps", type=int, default=40)
     parser.add_argument("--model", default="resnet20", help="zoo model trained by both loops")
+    parser.add_argument("--ddp", action="store_true", help="add the two-process (torchrun DDP) eager variant")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     spec = {"model": args.model}
@@ -135,6 +158,9 @@ def main() -> None:
         for channels_last in (False, True):
             ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last, spec)
             results[f"slimbench {'torch.compile' if compile_model else 'eager'}, {precision}, {layout}"] = ips
+    if args.ddp:
+        results[f"slimbench eager, {precision}, channels_last, 2 processes x 1 thread (DDP)"] = ddp_throughput(
+            args.data_dir, args.images, precision, args.model)
     flops = train_flops_per_image(spec)
     peak, peak_rule = cpu_peak_gflops(native)
     base = next(iter(results.values()))
