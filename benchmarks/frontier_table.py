@@ -80,6 +80,9 @@ def main() -> None:
     def pct(value: Any) -> str:
         return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
 
+    def size(value: Any) -> str:  # "-" where memory_of could not measure the model, never a made-up 0
+        return f"{value:,} B" if isinstance(value, int) else "-"
+
     print("| model | val | test | w | f (MACs) | qw | max(qw,qa) | Ps | Pu | brief | course-macs | micronet-ops | "
           "flash | peak RAM | training | Pareto |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |")
@@ -87,8 +90,8 @@ def main() -> None:
         train = f"{r['train_s'] / 3600:.1f} h" if r.get("train_s") else "-"
         print(f"| {r['model']} | {pct(r['val_acc'])} | {pct(r['test_acc'])} | {r['w']:,.0f} | {r['f']:,.0f} | "
               f"{r['qw']:.3g} | {r['max_bits']:.3g} | {r['ps']:.2f} | {r['pu']:.2f} | {r['score_brief']:.4f} | "
-              f"{r['score_course-macs']:.4f} | {r['score_micronet-ops']:.4f} | {r.get('flash_bytes', 0):,} B | "
-              f"{r.get('peak_ram_bytes', 0):,} B | {train} | {'yes' if r['pareto'] else ''} |")
+              f"{r['score_course-macs']:.4f} | {r['score_micronet-ops']:.4f} | {size(r.get('flash_bytes'))} | "
+              f"{size(r.get('peak_ram_bytes'))} | {train} | {'yes' if r['pareto'] else ''} |")
     print()
     for name, figures in ANCHORS:
         print(f"- anchor: {name}: {figures}")

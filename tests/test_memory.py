@@ -9,6 +9,8 @@ from torch import nn
 
 from slimbench.measure import measure
 from slimbench.measure.memory import flash_bytes, memory_report, peak_ram
+from slimbench.models import build_model
+from zoo import ZOO, zoo_id
 
 
 class Residual(nn.Module):
@@ -87,3 +89,13 @@ def test_doctor_budget_names_the_layer_and_the_fix(tmp_path):
     result = subprocess.run([sys.executable, "-m", "slimbench.cli", "doctor", "resnet20", "--budget", "ram=64KB"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "exceeds the budget of 64.0 KiB" in result.stdout
+
+
+@pytest.mark.parametrize("spec", ZOO, ids=zoo_id)
+def test_every_zoo_model_has_a_peak_ram(spec):
+    """Peak RAM traces the network with torch.fx: a forward that reads a size from a Proxy (airnet's global pool,
+    once) left the model without flash and RAM figures in every table."""
+    model = build_model(spec)
+    peak, where, layers = peak_ram(model, (3, 32, 32))
+    largest = max(layer.output_bytes for layer in layers)
+    assert 0 < largest <= peak and where in {layer.name for layer in layers}

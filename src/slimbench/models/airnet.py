@@ -49,9 +49,17 @@ class AirNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.conv1(x))
         x = self.layer3(self.layer2(self.layer1(x)))
-        # The global max-pool as a max-pool over the whole map: LiteRT has no lowering for adaptive_max_pool2d, and
-        # torch.compile's backward of x.amax(dim=(2, 3)) under bf16 autocast gives NaN gradients (torch 2.13, CPU)
-        return self.fc(F.max_pool2d(x, (int(x.shape[-2]), int(x.shape[-1]))).flatten(1))
+        return self.fc(global_max_pool(x).flatten(1))
+
+
+def global_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """A max-pool over the whole map. LiteRT has no lowering for adaptive_max_pool2d, and torch.compile's backward
+    of x.amax(dim=(2, 3)) under bf16 autocast gives NaN gradients (torch 2.13, CPU)."""
+    return F.max_pool2d(x, (int(x.shape[-2]), int(x.shape[-1])))
+
+
+# torch.fx (peak RAM, structure) keeps it as one call: its kernel size is read from the shape, which a Proxy has not
+torch.fx.wrap("global_max_pool")
 
 
 @register("airnet", "airbench's shallow conv-pool-BN-GELU net at small widths (default 40/64/112: 263k params, 23M MACs)")
