@@ -7,6 +7,7 @@ OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
 '30% + 50% sparse + w4a4, 6+8 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more/model.pt'
 'its ONNX export (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more-onnx/model.lowbit.onnx'
+'30% + 50% sparse + w4a4, 15 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15/model.pt'
 '30% + 50% sparse + w4a4, 6 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6/model.pt'
 'airnet 50% + w4a4 (s22)=benchmarks/results/frontier-airnet/w4a4/model.pt'
 '50% long + 30% sparse + w4a4, 15+8 ep (s19)=benchmarks/results/frontier-long/w4a4-more/model.pt'
