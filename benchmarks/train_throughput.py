@@ -97,7 +97,7 @@ def slimbench_throughput(dataset, images: int, compile_model: bool, precision: s
     return result.history[-1]["images_per_s"], result.metrics["memory_format"]
 
 
-def ddp_throughput(data_dir: str, images: int, precision: str, model: str, processes: int = 2) -> float:
+def ddp_throughput(data_dir: str | None, images: int, precision: str, model: str, processes: int = 2) -> float:
     """The eager channels_last trainer in ``processes`` processes of one thread each, launched by torchrun as a user
     would: the second epoch's rate over all processes (rank 0 logs the global rate)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +107,7 @@ def ddp_throughput(data_dir: str, images: int, precision: str, model: str, proce
                    "--no-progress", "--set", f"data.train_subset={images}", "--set", "data.val_size=0",
                    "--set", f"precision={precision}", "--set", "channels_last=true", "--set", "compile=false",
                    "--set", f"batch_size={BATCH}", "--set", "report_test_each_epoch=false", "--set", "select=last"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "SLIMBENCH_DATA": data_dir}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **({"SLIMBENCH_DATA": data_dir} if data_dir else {})}
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"torchrun failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
