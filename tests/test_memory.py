@@ -99,3 +99,24 @@ def test_every_zoo_model_has_a_peak_ram(spec):
     peak, where, layers = peak_ram(model, (3, 32, 32))
     largest = max(layer.output_bytes for layer in layers)
     assert 0 < largest <= peak and where in {layer.name for layer in layers}
+
+
+def test_memory_of_says_why_a_model_has_no_figures(tmp_path, monkeypatch):
+    """A table shows a missing figure as "-"; the warning names the file and the reason, so a network that
+    stopped tracing is seen at once rather than sessions later."""
+    from slimbench.artifact import Artifact, save_artifact
+    from slimbench.errors import SlimbenchError
+    from slimbench.measure import memory_of
+    from slimbench.measure.summary import MeasurementWarning
+
+    spec = {"model": "resnet8"}
+    path = tmp_path / "model.pt"
+    save_artifact(Artifact.from_model(spec, build_model(spec)), path)
+    assert memory_of(path)["peak_ram_bytes"] > 0
+
+    def untraceable(*args, **kwargs):
+        raise SlimbenchError("torch.fx cannot trace forward")
+
+    monkeypatch.setattr("slimbench.measure.memory.memory_report", untraceable)
+    with pytest.warns(MeasurementWarning, match=r"model\.pt: no flash or peak RAM figure: torch.fx cannot trace"):
+        assert memory_of(path) is None

@@ -155,6 +155,14 @@ def test_compare_and_report(tmp_path, synthetic):
     assert 0 < base["peak_ram_bytes"] < 4 * 3 * 8 * 32 * 32  # below three width-8 fp32 maps at 32x32
     for key in ("flash_bytes", "peak_ram_bytes"):
         assert (tmp_path / "plots" / f"accuracy_vs_{key}.png").stat().st_size > 10_000
+    # two model files whose last two path parts agree get labels that tell them apart
+    import shutil
+
+    for study in ("one", "two"):
+        (tmp_path / study / "w4a4").mkdir(parents=True)
+        shutil.copy(base["model_path"], tmp_path / study / "w4a4" / "model.pt")
+    files = load_rows([tmp_path / "one" / "w4a4" / "model.pt", tmp_path / "two" / "w4a4" / "model.pt"])
+    assert [r["experiment"] for r in files] == ["one/w4a4/model.pt", "two/w4a4/model.pt"]
     page = write_report(study_dir)
 
     class Collect(HTMLParser):
@@ -598,3 +606,13 @@ def test_smoke_calibration_never_sees_validation_images(synthetic):
     validation = set(split_dataset(data, config["data"]["val_size"], 0).val_idx.tolist())
     picked = set(calibration_indices(data, artifact, 10_000, seed=0).tolist())
     assert len(picked) == len(data.train_y) - len(validation) and not picked & validation
+
+
+def test_distinct_labels_grow_only_where_paths_collide():
+    from slimbench.study.compare import distinct_labels
+
+    paths = [Path("/r/frontier-long/w4a4/model.pt"), Path("/r/frontier-airnet/w4a4/model.pt"),
+             Path("/r/best/model.onnx"), Path("/r/frontier-long/w4a4/model.pt")]
+    assert distinct_labels(paths) == ["frontier-long/w4a4/model.pt", "frontier-airnet/w4a4/model.pt",
+                                      "best/model.onnx", "frontier-long/w4a4/model.pt"]
+    assert distinct_labels([Path("/model.pt")]) == ["model.pt"]

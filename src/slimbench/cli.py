@@ -819,6 +819,16 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit."""
     import signal
+    import warnings
+
+    library_format = warnings.formatwarning
+
+    def one_line_for_ours(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
+        if category.__module__.startswith("slimbench."):  # ours speak to the user, not to a developer
+            return f"warning: {message}\n"
+        return library_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line_for_ours
 
     from slimbench.train import TrainingInterrupted
 

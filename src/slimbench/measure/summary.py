@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,23 @@ def memory_at_stored_bits(model: Any, shape: tuple[int, ...], quant: dict[str, A
         return {"error": str(exc)}
 
 
+class MeasurementWarning(UserWarning):
+    """A figure that could not be measured: tables show it as missing, and this says why."""
+
+
 def memory_of(model_or_checkpoint: str | Path) -> dict[str, int] | None:
-    """Flash and batch-1 peak RAM (bytes) of a model artifact or exported file, at its stored bits; None when the
-    file cannot be measured (an export whose source checkpoint is gone, a network torch.fx cannot trace)."""
+    """Flash and batch-1 peak RAM (bytes) of a model artifact or exported file, at its stored bits; None, with a
+    MeasurementWarning naming the file and the reason, when it cannot be measured (an export whose source
+    checkpoint is gone, a network torch.fx cannot trace)."""
     try:
         memory = measure(model_or_checkpoint)["memory"]
-    except (FileNotFoundError, SlimbenchError):
+    except (FileNotFoundError, SlimbenchError) as exc:
+        warnings.warn(f"{model_or_checkpoint}: no flash or peak RAM figure: {exc}", MeasurementWarning, stacklevel=2)
         return None
     if "peak_ram_bytes" not in memory:
+        reason = memory.get("error", "the memory report has no peak RAM")
+        warnings.warn(f"{model_or_checkpoint}: no flash or peak RAM figure: {reason}", MeasurementWarning,
+                      stacklevel=2)
         return None
     return {"flash_bytes": int(memory["flash_bytes"]), "peak_ram_bytes": int(memory["peak_ram_bytes"])}
 

@@ -38,6 +38,8 @@ def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, 
     from slimbench.score import compute_score, inputs_from_artifact, load_rule
 
     rows: list[dict[str, Any]] = []
+    files = [Path(source) for source in sources if Path(source).is_file()]
+    labels = dict(zip(files, distinct_labels(files), strict=True))
     for source in sources:
         path = Path(source)
         if path.is_dir():
@@ -51,7 +53,7 @@ def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, 
             inputs, test_acc = inputs_from_artifact(path, score_rule)
             from slimbench.measure import memory_of
 
-            rows.append({"experiment": path.parent.name + "/" + path.name, "model_path": str(path),
+            rows.append({"experiment": labels[path], "model_path": str(path),
                          "test_acc": test_acc, "params": int(inputs.w), "macs": int(inputs.f), "qw": inputs.qw,
                          "qa": inputs.qa, "size_bytes": int(inputs.w * inputs.qw / 8),
                          "score": compute_score(inputs, score_rule).total,
@@ -60,6 +62,22 @@ def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, 
         else:
             raise ConfigError(f"{path}: neither a study directory nor a model file")
     return rows
+
+
+def distinct_labels(paths: list[Path], min_parts: int = 2) -> list[str]:
+    """Each path's shortest tail of at least ``min_parts`` parts that no other path shares.
+
+    ``w4a4/model.pt`` from two studies would look alike in a table or plot; their labels grow leftwards until
+    they differ (``frontier-airnet/w4a4/model.pt`` against ``frontier-long/w4a4/model.pt``).
+    """
+    parts = [path.resolve().parts for path in paths]
+    labels = []
+    for mine in parts:
+        size = min(min_parts, len(mine))
+        while size < len(mine) and any(other != mine and other[-size:] == mine[-size:] for other in parts):
+            size += 1
+        labels.append("/".join(mine[-size:]).removeprefix("//").removeprefix("/"))
+    return labels
 
 
 def select(rows: list[dict[str, Any]], sort: str = "score", eligible_only: bool = False) -> list[dict[str, Any]]:
