@@ -96,6 +96,21 @@ def test_airnet_spec_round_trips_through_json_and_rejects_bad_widths():
         build_model({"model": "airnet", "widths": [32, 64]})
 
 
+def test_airnet_late_pool_spends_macs_not_parameters():
+    from slimbench.measure.counts import count_model
+
+    early, late = build_model({"model": "airnet"}), build_model({"model": "airnet", "late_pool": 1})
+    assert count_parameters(late) == count_parameters(early)
+    # the first group's second convolution (40 -> 40, 3x3) runs at 31x31 instead of 15x15
+    assert count_model(late).macs - count_model(early).macs == 40 * 40 * 9 * (31 * 31 - 15 * 15)
+    assert count_model(late).macs <= count_model(build_model({"model": "resnet20"})).macs
+    late.load_state_dict(early.state_dict())  # same weights, another computation
+    x = torch.randn(2, 3, 32, 32)
+    assert late.eval()(x).shape == (2, 10) and not torch.allclose(late(x), early.eval()(x))
+    with pytest.raises(ModelError, match="late_pool counts leading groups"):
+        build_model({"model": "airnet", "late_pool": 4})
+
+
 def test_compiled_airnet_trains_in_bf16_with_finite_gradients():
     """torch.compile's backward of ``amax`` over the map under bf16 autocast gave NaN gradients to every layer
     before the pool (torch 2.13, CPU); the pool is now a max-pool over the whole map."""

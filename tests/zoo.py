@@ -11,6 +11,7 @@ ZOO = [
     {"model": "densenet121", "width": 0.25},
     {"model": "mobilenetv2", "width": 0.25},
     {"model": "airnet", "widths": [16, 16, 32], "stem_channels": 12},
+    {"model": "airnet", "widths": [16, 16, 32], "stem_channels": 12, "late_pool": 1},
 ]
 
 
