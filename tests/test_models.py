@@ -111,6 +111,17 @@ def test_airnet_late_pool_spends_macs_not_parameters():
         build_model({"model": "airnet", "late_pool": 4})
 
 
+def test_airnet_dirac_starts_each_convolution_as_the_identity():
+    model = build_model({"model": "airnet", "dirac": True}).eval()
+    x = torch.randn(2, 40, 15, 15)
+    torch.testing.assert_close(model.layer1.conv2(x), x)  # 40 -> 40: the whole filter bank passes its input
+    y = model.layer2.conv1(x)  # 40 -> 64: the first 40 outputs are the inputs, the other 24 stay random
+    torch.testing.assert_close(y[:, :40], x)
+    assert y[:, 40:].abs().sum() > 0
+    plain = build_model({"model": "airnet"})
+    assert not torch.allclose(plain.layer1.conv2(x), x)
+
+
 def test_compiled_airnet_trains_in_bf16_with_finite_gradients():
     """torch.compile's backward of ``amax`` over the map under bf16 autocast gave NaN gradients to every layer
     before the pool (torch 2.13, CPU); the pool is now a max-pool over the whole map."""

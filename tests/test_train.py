@@ -138,6 +138,31 @@ def test_schedules_shape():
     assert lr_factor(ScheduleConfig(name="step", step_size=2, gamma=0.5), 45, 10, 10) == 0.25
 
 
+def test_norm_bias_lr_scale_moves_batch_norm_shifts_faster_and_only_them():
+    from slimbench.models import build_model
+    from slimbench.train.config import OptimizerConfig
+    from slimbench.train.schedule import build_optimizer, set_lr
+
+    def one_step(scale: float) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model({"model": "airnet", "widths": [8, 8, 16], "stem_channels": 12})
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        optimizer = build_optimizer(model, OptimizerConfig(lr=0.1, momentum=0.0, weight_decay=0.0,
+                                                           norm_bias_lr_scale=scale))
+        set_lr(optimizer, 0.01)
+        torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3])).backward()
+        optimizer.step()
+        return {k: v.detach() - before[k] for k, v in model.named_parameters()}
+
+    plain, scaled = one_step(1.0), one_step(64.0)
+    shifts = [k for k in plain if k.endswith(("bn1.bias", "bn2.bias"))]
+    assert len(shifts) == 6
+    for key, moved in plain.items():
+        expected = 64 * moved if key in shifts else moved
+        torch.testing.assert_close(scaled[key], expected, rtol=1e-4, atol=1e-7)
+    assert any(plain[k].abs().sum() > 0 for k in shifts)
+
+
 def test_config_errors_name_the_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 3\noptimizer: {lrate: 0.1}\n")

@@ -14,19 +14,30 @@ from torch import nn
 from slimbench.train.config import OptimizerConfig, ScheduleConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """Split parameters so that 1-d tensors (BN scales/shifts, biases) can skip weight decay."""
+def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool,
+                     norm_bias_lr_scale: float = 1.0) -> list[dict]:
+    """Split parameters so that 1-d tensors (BN scales/shifts, biases) can skip weight decay, and batch-norm
+    shifts can take a larger learning rate (``lr_scale``, read by ``set_lr``)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    norm_shifts = {id(m.bias) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None and m.bias.requires_grad}
+    if norm_bias_lr_scale == 1.0:
+        norm_shifts = set()
+    groups: list[dict] = []
     if decay_norm_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups.append({"params": [p for p in trainable if id(p) not in norm_shifts], "weight_decay": weight_decay})
+    else:
+        groups.append({"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay})
+        groups.append({"params": [p for p in trainable if p.ndim <= 1 and id(p) not in norm_shifts],
+                       "weight_decay": 0.0})
+    if norm_shifts:
+        groups.append({"params": [p for p in trainable if id(p) in norm_shifts], "lr_scale": norm_bias_lr_scale,
+                       "weight_decay": weight_decay / norm_bias_lr_scale if decay_norm_and_bias else 0.0})
+    return groups
 
 
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias, cfg.norm_bias_lr_scale)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.name == "adam":
@@ -66,4 +77,4 @@ def lr_factor(cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int)
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
