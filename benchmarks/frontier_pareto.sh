@@ -1,10 +1,14 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS section 23).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-24).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
+'30% + 40% sparse + w4a4, 15+8 ep (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more/model.pt'
+'its ONNX export (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more-onnx/model.lowbit.onnx'
+'30% + 40% sparse + w4a4, 15 ep (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15/model.pt'
+'30% + 50% sparse + w4a4 with EMA, 15 ep (s24)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-ema/model.pt'
 '30% + 50% sparse + w4a4, 6+8 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more/model.pt'
 'its ONNX export (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more-onnx/model.lowbit.onnx'
 '30% + 50% sparse + w4a4, 15 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15/model.pt'
@@ -17,6 +21,7 @@ M=(
 'pruned 30% r8 + w4a4, 6 ep (s9)=benchmarks/results/prune30-r8-w4a4/model.pt'
 'pruned 30% r8 int8 ONNX=benchmarks/results/deploy/resnet20-prune30-r8-int8/model.int8.onnx'
 'ResNet-20 int8 .tflite (s14)=benchmarks/results/litert/resnet20/tflite-int8/model.int8.tflite'
+'30% + 40% sparse, fp32 (s24)=benchmarks/results/frontier-prune30-sparse40/sparse40/model.pt'
 '30% + 50% sparse, fp32 (s23)=benchmarks/results/frontier-prune30-sparse50/sparse50/model.pt'
 '50% long + 30% sparse, fp32 (s19)=benchmarks/results/frontier-long/sparse30/model.pt'
 'airnet 50% pruned fp32 (s22)=benchmarks/results/frontier-airnet/prune50/model.pt'
