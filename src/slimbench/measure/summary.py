@@ -67,8 +67,7 @@ def memory_of(model_or_checkpoint: str | Path) -> dict[str, int] | None:
     try:
         memory = measure(model_or_checkpoint)["memory"]
     except (FileNotFoundError, SlimbenchError) as exc:
-        warnings.warn(f"{model_or_checkpoint}: no flash or peak RAM figure: {exc}", MeasurementWarning, stacklevel=2)
-        return None
+        memory = {"error": str(exc)}
     if "peak_ram_bytes" not in memory:
         reason = memory.get("error", "the memory report has no peak RAM")
         warnings.warn(f"{model_or_checkpoint}: no flash or peak RAM figure: {reason}", MeasurementWarning,

@@ -70,13 +70,13 @@ def distinct_labels(paths: list[Path], min_parts: int = 2) -> list[str]:
     ``w4a4/model.pt`` from two studies would look alike in a table or plot; their labels grow leftwards until
     they differ (``frontier-airnet/w4a4/model.pt`` against ``frontier-long/w4a4/model.pt``).
     """
-    parts = [path.resolve().parts for path in paths]
+    parts = [path.resolve().parts[1:] for path in paths]  # without the root, which no label needs
     labels = []
     for mine in parts:
         size = min(min_parts, len(mine))
         while size < len(mine) and any(other != mine and other[-size:] == mine[-size:] for other in parts):
             size += 1
-        labels.append("/".join(mine[-size:]).removeprefix("//").removeprefix("/"))
+        labels.append("/".join(mine[-size:]))
     return labels
 
 

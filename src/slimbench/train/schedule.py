@@ -19,10 +19,8 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
     """Split parameters so that 1-d tensors (BN scales/shifts, biases) can skip weight decay, and batch-norm
     shifts can take a larger learning rate (``lr_scale``, read by ``set_lr``)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    norm_shifts = {id(m.bias) for m in model.modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None and m.bias.requires_grad}
-    if norm_bias_lr_scale == 1.0:
-        norm_shifts = set()
+    norm_shifts = {id(m.bias) for m in model.modules() if norm_bias_lr_scale != 1.0
+                   and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None and m.bias.requires_grad}
     groups: list[dict] = []
     if decay_norm_and_bias:
         groups.append({"params": [p for p in trainable if id(p) not in norm_shifts], "weight_decay": weight_decay})
