@@ -11,6 +11,7 @@ from slimbench.errors import ConfigError, TrainingError
 from slimbench.runs import ResultsStore
 from slimbench.train import TrainConfig, TrainingInterrupted, resume_training, train
 from slimbench.train.config import ScheduleConfig
+from slimbench.train.loop import is_better_epoch
 from slimbench.train.schedule import lr_factor
 
 
@@ -33,7 +34,11 @@ def test_training_learns_and_writes_the_run(tmp_path, synthetic):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5, 6]
     assert all(h["epoch_s"] > 0 and h["eval_s"] > 0 for h in result.history)  # training and evaluation, apart
     model, artifact = load_model(result.model_path)
-    assert artifact.lineage[-1]["stage"] == "train" and artifact.metrics["selection"] == "best validation accuracy"
+    assert artifact.lineage[-1]["stage"] == "train"
+    assert artifact.metrics["selection"] == "best validation accuracy, ties to the lower validation loss"
+    logged = [json.loads(line) for line in lines]
+    chosen = min(logged, key=lambda r: (-r["val_acc"], r["val_loss"], r["epoch"]))
+    assert result.metrics["selected_epoch"] == chosen["epoch"]
     assert isinstance(model, torch.nn.Module)
     rows = ResultsStore(tmp_path / "slimbench.db").runs()
     assert rows[0].status == "done" and rows[0].metrics["test_acc"] == result.metrics["test_acc"]
@@ -323,3 +328,11 @@ def test_zero_init_residual_starts_every_block_as_the_identity(tmp_path, synthet
     assert all(bool((m.bn2.weight == 1).all()) for m in plain.model.modules() if hasattr(m, "residual_end"))
     with pytest.raises(ConfigError, match="declares no residual blocks"):
         _Trainer(small_config(model={"model": "mobilenetv2"}, zero_init_residual=True), tmp_path / "m", synthetic)
+
+
+def test_a_validation_tie_goes_to_the_lower_validation_loss():
+    assert is_better_epoch({"val_acc": 0.91, "val_loss": 0.9}, best_val=0.90, best_val_loss=0.1)
+    assert not is_better_epoch({"val_acc": 0.89, "val_loss": 0.1}, best_val=0.90, best_val_loss=0.9)
+    assert is_better_epoch({"val_acc": 0.90, "val_loss": 0.34}, best_val=0.90, best_val_loss=0.35)
+    assert not is_better_epoch({"val_acc": 0.90, "val_loss": 0.35}, best_val=0.90, best_val_loss=0.35)  # first kept
+    assert is_better_epoch({"val_acc": 0.0, "val_loss": 9.0}, best_val=-1.0, best_val_loss=float("inf"))
