@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from slimbench.artifact import Artifact, load_artifact, load_model, read_sidecar, save_artifact
 from slimbench.cli import app
 from slimbench.compress import PruneConfig, QuantizeConfig, prune, quantize
-from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits, weight_levels
+from slimbench.compress.qat import calibrate_activations, effective_bits, mse_weight_steps, plan_bits, weight_levels
 from slimbench.data import normalize
 from slimbench.errors import CompressionError, ConfigError, ExportError
 from slimbench.export import export
@@ -213,3 +213,37 @@ def test_grid_zeros_are_not_counted_as_pruning(w4a4):
     assert zeros > 0  # the grid does put small weights on zero
     inputs, _ = inputs_from_artifact(w4a4.path, load_rule("brief"))
     assert inputs.w == sum(p.numel() for n, p in model.named_parameters() if "_quant." not in n)
+
+
+def test_mse_weight_steps_round_with_less_error_than_the_largest_weight():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 16, 3, 3)
+    weight[0, 0, 0, 0] = 20.0  # an outlier whose rounding error outweighs the rest of its channel at 2 bits
+    for bits in (2, 3, 4):
+        top = 2 ** (bits - 1) - 1
+        steps = mse_weight_steps(weight, bits)
+
+        def error(step: torch.Tensor, top: int = top) -> torch.Tensor:
+            grid = (weight.flatten(1) / step[:, None]).round().clamp(-top, top) * step[:, None]
+            return (grid - weight.flatten(1)).square().sum(dim=1)
+
+        from_max = weight.flatten(1).abs().amax(dim=1) / top
+        assert steps.shape == (6,) and bool((steps <= from_max + 1e-7).all())
+        assert bool((error(steps) <= error(from_max) + 1e-6).all())
+        if bits < 4:  # on Gaussian channels the largest weight wastes most of a 2- or 3-level grid
+            assert float(error(steps)[1:].sum()) < 0.7 * float(error(from_max)[1:].sum())
+    assert torch.isclose(mse_weight_steps(weight, 2)[0], torch.tensor(20.0))  # its one level is best spent there
+
+
+def test_mse_step_init_sets_each_layers_step(synthetic):
+    torch.manual_seed(0)
+    model = build_model({"model": "resnet20", "width": 0.25})
+    plan = plan_bits(model, QuantizeConfig(mode="qat", weight_bits=2, activation_bits=4), synthetic.train_x[:8])
+    apply_lowbit(model, plan)
+    calibrate_activations(model, synthetic.train_x[:16], weight_step_init="mse")
+    for name, module in model.named_modules():
+        if is_lowbit(module):
+            expected = mse_weight_steps(module.weight, plan[name]["weight_bits"])
+            assert torch.allclose(module.quant_weight().scale.flatten(), expected, rtol=1e-5), name
+    with pytest.raises(ValueError, match="weight_step_init"):
+        QuantizeConfig(mode="qat", weight_step_init="percentile")

@@ -110,9 +110,25 @@ def effective_bits(model: nn.Module, plan: dict[str, dict[str, Any]],
 
 
 @torch.no_grad()
-def calibrate_activations(model: nn.Module, images: torch.Tensor, batch_size: int = 128) -> None:
+def mse_weight_steps(weight: torch.Tensor, bits: int, candidates: int = 100) -> torch.Tensor:
+    """Per output channel, the step among ``candidates`` fractions of max|w| whose symmetric narrow-range grid
+    (levels -(2^(b-1)-1)..2^(b-1)-1) rounds that channel's weights with the least squared error."""
+    flat = weight.detach().float().flatten(1)
+    top = 2 ** (bits - 1) - 1
+    peak = flat.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    fractions = torch.linspace(1.0 / candidates, 1.0, candidates, device=flat.device)
+    steps = peak[None, :] * fractions[:, None] / top  # candidates x channels
+    grid = (flat[None] / steps[..., None]).round().clamp(-top, top) * steps[..., None]
+    error = (grid - flat[None]).square().sum(dim=2)
+    return steps.gather(0, error.argmin(dim=0, keepdim=True))[0]
+
+
+@torch.no_grad()
+def calibrate_activations(model: nn.Module, images: torch.Tensor, batch_size: int = 128,
+                          weight_step_init: str = "max") -> None:
     """Initialise every step size: inputs from activation statistics on ``images`` (Brevitas calibration),
-    weights from max|w| per output channel (Brevitas sets a learned scale on its first use)."""
+    weights from max|w| per output channel (Brevitas sets a learned scale on its first use), or, with
+    ``weight_step_init="mse"``, from the step that rounds each channel's weights with the least error."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from brevitas.graph.calibrate import calibration_mode
@@ -123,7 +139,11 @@ def calibrate_activations(model: nn.Module, images: torch.Tensor, batch_size: in
             model(normalize(images[start:start + batch_size], channels_last=False))
     for module in model.modules():
         if is_lowbit(module):
-            module.quant_weight()
+            step = module.quant_weight().scale
+            if weight_step_init == "mse":  # the learned parameter is the step times Brevitas's integer range
+                learned = module.weight_quant.tensor_quant.scaling_impl.value
+                target = mse_weight_steps(module.weight, int(module.weight_quant.bit_width()))
+                learned.mul_((target.view_as(step) / step).view_as(learned))
 
 
 @torch.no_grad()
@@ -180,11 +200,12 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
         plan = plan_bits(model, config, calibration[:64])
         bits = effective_bits(model, plan, input_shape)
         apply_lowbit(model, plan, str(checkpoint))
-        calibrate_activations(model, calibration)
+        calibrate_activations(model, calibration, weight_step_init=config.weight_step_init)
         quant = {"mode": "qat", "method": "brevitas", "layers": plan, **bits,
                  "defaults": {"weight_bits": config.weight_bits, "activation_bits": config.activation_bits,
                               "first_last_bits": config.first_last_bits},
-                 "weights": "per-channel symmetric, learned step size", "activations": "per-tensor, learned step size"}
+                 "weights": "per-channel symmetric, learned step size", "activations": "per-tensor, learned step size",
+                 "weight_step_init": config.weight_step_init}
         # the quantize step precedes its fine-tuning run in the lineage (as prune does); its metrics are
         # completed when the model is final
         init = Artifact.from_model(parent.spec, model, structure=parent.structure, quant=quant,

@@ -59,6 +59,9 @@ class QuantizeConfig(StrictModel):
     float_layers: list[str] = []  # name patterns of layers left in float (counted at 32 bits)
     finetune: dict[str, Any] | None = {"epochs": 10}  # trainer overrides; None: calibrate only (low-bit PTQ)
     distill_from_parent: bool = False  # distil from the float model while training
+    # each channel's first weight step: its largest |w| (every weight on the grid; at 2-3 bits most round to 0)
+    # or the step that minimises the squared rounding error of that channel's weights
+    weight_step_init: Literal["max", "mse"] = "max"
 
     @model_validator(mode="after")
     def _eager_qat(self) -> QuantizeConfig:
