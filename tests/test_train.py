@@ -336,3 +336,15 @@ def test_a_validation_tie_goes_to_the_lower_validation_loss():
     assert is_better_epoch({"val_acc": 0.90, "val_loss": 0.34}, best_val=0.90, best_val_loss=0.35)
     assert not is_better_epoch({"val_acc": 0.90, "val_loss": 0.35}, best_val=0.90, best_val_loss=0.35)  # first kept
     assert is_better_epoch({"val_acc": 0.0, "val_loss": 9.0}, best_val=-1.0, best_val_loss=float("inf"))
+
+
+def test_a_teacher_for_other_classes_is_refused_before_training(tmp_path, synthetic):
+    from slimbench.artifact import Artifact, save_artifact
+    from slimbench.models import build_model
+
+    spec = {"model": "resnet20", "width": 0.25, "num_classes": 100}
+    save_artifact(Artifact.from_model(spec, build_model(spec)), tmp_path / "teacher.pt")
+    config = small_config(epochs=1, distill={"teacher": str(tmp_path / "teacher.pt")})
+    with pytest.raises(ConfigError, match="scores 100 classes; synthetic has 10"):
+        train(config, run_dir=tmp_path / "run", progress=False, dataset=synthetic)
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -34,7 +34,7 @@ from slimbench.artifact import (
     save_artifact,
 )
 from slimbench.config import dump_yaml, read_yaml, validate
-from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, split_dataset
+from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, normalize, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
 from slimbench.measure.accuracy import autocast, describe_device, evaluate, resolve_device, resolve_precision
 from slimbench.models import build_model, count_parameters
@@ -291,6 +291,7 @@ class _Trainer:
         if config.distill:
             teacher, _ = load_model(config.distill.teacher)
             self.teacher = teacher.to(self.device, memory_format=memory).eval()
+            self._check_teacher(config.distill.teacher)
         self.after_backward, self.after_step = self._step_hooks()
         self.augment = BatchAugmenter(
             crop_padding=config.augment.crop_padding, flip=config.augment.flip, cutout_size=config.augment.cutout,
@@ -395,6 +396,20 @@ class _Trainer:
             "params_before": total, "params_after": total, "original_params": original,
             "unstructured_ratio": max(self.nonzero_at_start - nonzero, 0) / original, "structured_ratio": 0.0,
             "sparse_params": self.sparse_names})
+
+    @torch.no_grad()
+    def _check_teacher(self, path: str) -> None:
+        """A teacher must take these images and score these classes; said before the first step, not in it."""
+        probe = normalize(self.dataset.train_x[:2].to(self.device), channels_last=self.channels_last)
+        try:
+            with autocast(self.device, self.precision):
+                logits = self.teacher(probe)
+        except RuntimeError as exc:
+            detail = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"distill.teacher {path} cannot take {tuple(probe.shape[1:])} images: {detail}") from None
+        if logits.shape != (2, self.dataset.num_classes):
+            raise ConfigError(f"distill.teacher {path} scores {logits.shape[-1]} classes; "
+                              f"{self.dataset.name} has {self.dataset.num_classes}")
 
     # ---- the optional parts of a training step, as small hooks -------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
