@@ -116,11 +116,13 @@ def mse_weight_steps(weight: torch.Tensor, bits: int, candidates: int = 100) -> 
     flat = weight.detach().float().flatten(1)
     top = 2 ** (bits - 1) - 1
     peak = flat.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
-    fractions = torch.linspace(1.0 / candidates, 1.0, candidates, device=flat.device)
-    steps = peak[None, :] * fractions[:, None] / top  # candidates x channels
-    grid = (flat[None] / steps[..., None]).round().clamp(-top, top) * steps[..., None]
-    error = (grid - flat[None]).square().sum(dim=2)
-    return steps.gather(0, error.argmin(dim=0, keepdim=True))[0]
+    best_step, best_error = peak / top, torch.full_like(peak, float("inf"))
+    for fraction in torch.linspace(1.0 / candidates, 1.0, candidates).tolist():  # one weight-sized temporary
+        step = peak * (fraction / top)
+        error = ((flat / step[:, None]).round().clamp(-top, top) * step[:, None] - flat).square().sum(dim=1)
+        better = error < best_error
+        best_step, best_error = torch.where(better, step, best_step), torch.where(better, error, best_error)
+    return best_step
 
 
 @torch.no_grad()
