@@ -1,0 +1,70 @@
+"""Whole-model bit plans on a float artifact before any training: each plan's score (brief's rule) and the
+accuracy right after calibration on the first validation images, with the weight steps started at max|w| and
+at the least rounding error (BENCHMARKS section 27).
+
+    SLIMBENCH_DATA=../shared/data/cifar10 python benchmarks/bit_plans_before_training.py \
+        benchmarks/results/frontier-prune30-sparse40/sparse40/model.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import warnings
+
+import torch
+
+from slimbench.artifact import load_model
+from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
+from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits
+from slimbench.compress.quantize import QuantizeConfig
+from slimbench.measure import count_model
+from slimbench.measure.accuracy import evaluate
+from slimbench.measure.counts import scored_nonzero
+from slimbench.models.lowbit import apply_lowbit
+from slimbench.score import ScoreInputs, compute_score
+
+W3A3 = {"weight_bits": 3, "activation_bits": 3}
+PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last layer at 8 bits in all
+    "w4a4": (4, 4, {}),
+    "w3a3 everywhere": (3, 3, {}),
+    "layer 1 w4a4, layers 2-3 w3a3": (4, 4, {"layer2.*": W3A3, "layer3.*": W3A3}),
+    "layer 3 w3a3, layer 2 w3a4, layer 1 w4a4": (4, 4, {"layer3.*": W3A3, "layer2.*": {"weight_bits": 3}}),
+    "w2a4 everywhere": (2, 4, {}),
+    "w4a4, layer 3 at 2-bit weights": (4, 4, {"layer3.*": {"weight_bits": 2}}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("--images", type=int, default=2000, help="validation images each plan is evaluated on")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    model, artifact = load_model(args.checkpoint)
+    data = dataset_for(artifact, None)
+    val_x, val_y = (t[:args.images] for t in validation_images(data, artifact))
+    calibration = data.train_x[calibration_indices(data, artifact, 256, 0)]
+    counts = count_model(model)
+    nonzero = scored_nonzero(model, {}, artifact.lineage)
+    print(f"float: {100 * evaluate(model.eval(), val_x, val_y, data.num_classes).accuracy:.2f}% "
+          f"on {len(val_x):,} validation images")
+    print(f"{'plan':44} {'score':>7} {'max|w|':>8} {'mse':>8}")
+    for name, (weight_bits, activation_bits, layer_bits) in PLANS.items():
+        config = QuantizeConfig(mode="qat", weight_bits=weight_bits, activation_bits=activation_bits,
+                                first_last_bits=8, layer_bits=layer_bits)
+        plan = plan_bits(model, config, calibration[:64])
+        bits = effective_bits(model, plan)
+        score = compute_score(ScoreInputs(w=nonzero, f=counts.macs, qw=bits["weight_bits"],
+                                          qa=bits["activation_bits"], op_bits=bits["op_bits"])).total
+        accuracy = {}
+        for start in ("max", "mse"):
+            trial = apply_lowbit(copy.deepcopy(model), plan, args.checkpoint)
+            torch.manual_seed(0)
+            calibrate_activations(trial, calibration, weight_step_init=start)
+            accuracy[start] = evaluate(trial.eval(), val_x, val_y, data.num_classes).accuracy
+        print(f"{name:44} {score:7.4f} {100 * accuracy['max']:7.2f}% {100 * accuracy['mse']:7.2f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
