@@ -11,7 +11,7 @@ from slimbench.errors import ConfigError, TrainingError
 from slimbench.runs import ResultsStore
 from slimbench.train import TrainConfig, TrainingInterrupted, resume_training, train
 from slimbench.train.config import ScheduleConfig
-from slimbench.train.loop import is_better_epoch
+from slimbench.train.loop import _Trainer, is_better_epoch
 from slimbench.train.schedule import lr_factor
 
 
@@ -300,7 +300,6 @@ def test_whitened_stem_decorrelates_the_first_layer(synthetic):
 def test_alternating_flips_show_each_image_both_ways(tmp_path, synthetic):
     """With alternate_flip, each image is mirrored in exactly one of any two consecutive epochs."""
     from slimbench.data import BatchAugmenter
-    from slimbench.train.loop import _Trainer
 
     cfg = small_config(epochs=2, augment={"alternate_flip": True})
     trainer = _Trainer(cfg, tmp_path, synthetic)
@@ -319,7 +318,6 @@ def test_alternating_flips_show_each_image_both_ways(tmp_path, synthetic):
 
 
 def test_zero_init_residual_starts_every_block_as_the_identity(tmp_path, synthetic):
-    from slimbench.train.loop import _Trainer
 
     trainer = _Trainer(small_config(zero_init_residual=True), tmp_path, synthetic)
     ends = [m.bn2.weight for m in trainer.model.modules() if hasattr(m, "residual_end")]
@@ -348,3 +346,25 @@ def test_a_teacher_for_other_classes_is_refused_before_training(tmp_path, synthe
     with pytest.raises(ConfigError, match="scores 100 classes; synthetic has 10"):
         train(config, run_dir=tmp_path / "run", progress=False, dataset=synthetic)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_teacher_takes_the_eager_layout_and_scores_as_it_would_contiguous(tmp_path, synthetic):
+    from slimbench.artifact import Artifact, save_artifact
+    from slimbench.models import build_model
+
+    spec = {"model": "resnet20", "width": 0.5}
+    torch.manual_seed(0)
+    save_artifact(Artifact.from_model(spec, build_model(spec)), tmp_path / "teacher.pt")
+    config = small_config(epochs=1, channels_last=False, precision="fp32",
+                          distill={"teacher": str(tmp_path / "teacher.pt")})
+    trainer = _Trainer(config, tmp_path / "run", synthetic)
+    assert not trainer.channels_last  # the student as asked
+    assert trainer.teacher_channels_last  # the teacher runs eager on a CPU: channels_last
+    conv = next(m for m in trainer.teacher.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(4, 3, 32, 32)
+    reference, _ = load_model(tmp_path / "teacher.pt")
+    with torch.no_grad():
+        expected = reference.eval()(images)
+        got = trainer.teacher(trainer._teacher_input(images))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
