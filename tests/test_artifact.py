@@ -114,3 +114,32 @@ def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
     (tmp_path / "new.html").chmod(0o640)
     artifact.atomic_write(tmp_path / "new.html", b"<html>again")  # a replaced file keeps its mode
     assert stat.S_IMODE((tmp_path / "new.html").stat().st_mode) == 0o640
+
+
+def test_pruning_masks_are_stored_hashed_and_checked(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    mask = torch.rand_like(model.fc.weight) > 0.5
+    path = tmp_path / "masked.pt"
+    save_artifact(Artifact.from_model(SPEC, model, masks={"fc.weight": mask}), path)
+    assert torch.equal(load_artifact(path).masks["fc.weight"], mask)
+    payload = torch.load(path, weights_only=True)
+    payload["masks"]["fc.weight"][0, 0] = ~payload["masks"]["fc.weight"][0, 0]  # one weight unmasked by hand
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="do not match their recorded hash"):
+        load_artifact(tmp_path / "tampered.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["masks"] = {"fc.weight": mask.float()}
+    torch.save(payload, tmp_path / "float_mask.pt")
+    with pytest.raises(CheckpointError, match="fc.weight is not a boolean tensor"):
+        load_artifact(tmp_path / "float_mask.pt")
+    payload["masks"] = {"conv1.weight": mask}
+    torch.save(payload, tmp_path / "misfit.pt")
+    with pytest.raises(CheckpointError, match="conv1.weight fits no weight"):
+        load_artifact(tmp_path / "misfit.pt")
+    # an artifact written before masks were recorded has none, and its hash is what it was
+    save_artifact(Artifact.from_model(SPEC, model), tmp_path / "plain.pt")
+    plain = torch.load(tmp_path / "plain.pt", weights_only=True)
+    del plain["masks"]
+    torch.save(plain, tmp_path / "older.pt")
+    assert load_artifact(tmp_path / "older.pt").masks is None

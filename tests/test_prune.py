@@ -4,7 +4,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from slimbench.artifact import Artifact, load_model, save_artifact
+from slimbench.artifact import Artifact, load_artifact, load_model, save_artifact
 from slimbench.cli import app
 from slimbench.compress import PruneConfig, prune, prune_model
 from slimbench.errors import CheckpointError, ConfigError
@@ -112,8 +112,12 @@ def test_fine_tuning_keeps_the_zeros_and_score_reads_the_lineage(tmp_path, synth
     before, _ = load_model(tmp_path / "u" / "step1" / "pruned.pt")
     pruned_names = artifact.lineage[-2]["metrics"]["sparse_params"]
     params, old = dict(model.named_parameters()), dict(before.named_parameters())
+    pruned_artifact = load_artifact(tmp_path / "u" / "step1" / "pruned.pt")
+    assert sorted(pruned_artifact.masks) == sorted(pruned_names) == sorted(artifact.masks)
     for name in pruned_names:
         assert torch.equal(params[name] == 0, old[name] == 0), name  # same zeros, no more, no fewer
+        assert torch.equal(pruned_artifact.masks[name], old[name] != 0)  # the recorded masks are those zeros
+        assert torch.equal(artifact.masks[name], pruned_artifact.masks[name])  # and the fine-tune carries them
     assert not torch.equal(params[pruned_names[0]], old[pruned_names[0]])  # yet the weights did train
     assert [step["stage"] for step in artifact.lineage] == ["prune", "train"]
     inputs, accuracy = inputs_from_artifact(result.model_path, load_rule("brief"))

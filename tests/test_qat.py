@@ -247,3 +247,44 @@ def test_mse_step_init_sets_each_layers_step(synthetic):
             assert torch.allclose(module.quant_weight().scale.flatten(), expected, rtol=1e-5), name
     with pytest.raises(ValueError, match="weight_step_init"):
         QuantizeConfig(mode="qat", weight_step_init="percentile")
+
+
+def test_training_after_qat_holds_only_pruned_weights_and_stores_the_grid(tmp_path, trained, synthetic):
+    """The grid's zeros are weights: a train stage after QAT holds at zero only what pruning removed, writes
+    each weight on its grid level, and the score leaves out exactly the masked weights."""
+    from slimbench.train import TrainConfig, train
+
+    sparse = prune(trained, PruneConfig(kind="unstructured", ratio=0.3, scope="global"), tmp_path / "sparse",
+                   dataset=synthetic, progress=False)
+    masks = load_artifact(sparse.model_path).masks
+    assert masks and all(not mask.all() for mask in masks.values())
+    qat = quantize(sparse.model_path, QuantizeConfig(mode="qat", weight_bits=3, activation_bits=4, finetune=None,
+                                                     calibration_size=64), tmp_path / "w3", dataset=synthetic,
+                   progress=False)
+    quantized = load_artifact(qat.path)
+    assert set(quantized.masks) == set(masks) and all(torch.equal(quantized.masks[n], masks[n]) for n in masks)
+    pruned_count = sum(int((~mask).sum()) for mask in masks.values())
+    grid_zeros = sum(int((quantized.state[name] == 0).sum()) for name in masks)
+    assert grid_zeros > pruned_count  # 3 bits round more weights to zero than pruning removed
+    total = sum(p.numel() for n, p in load_model(qat.path)[0].named_parameters() if "_quant." not in n)
+    assert inputs_from_artifact(qat.path, load_rule("brief"))[0].w == total - pruned_count
+
+    config = TrainConfig.model_validate({
+        "model": {"model": "resnet20", "width": 0.5}, "epochs": 1, "batch_size": 64, "init_from": str(qat.path),
+        "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}})
+    more = train(config, run_dir=tmp_path / "more", progress=False, dataset=synthetic)
+    model, trained_more = load_model(more.model_path)
+    assert all(torch.equal(trained_more.masks[n], masks[n]) for n in masks)
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert (params[name][~mask] == 0).all(), name  # pruned weights stayed pruned
+    # last.pt keeps the float weights behind the grid (to resume from): those the grid had put on zero moved
+    shadow = load_artifact(tmp_path / "more" / "last.pt").state
+    moved = sum(int(((quantized.state[n] == 0) & mask & (shadow[n] != 0)).sum()) for n, mask in masks.items())
+    assert moved > 0.9 * (grid_zeros - pruned_count)  # they were not held at zero
+    assert all((shadow[n][~mask] == 0).all() for n, mask in masks.items())
+    layers = trained_more.quant["layers"]
+    for name, bits in layers.items():  # the file holds grid levels, not the float weights behind them
+        stored = trained_more.state[f"{name}.weight"].flatten(1)
+        assert max(len(torch.unique(row)) for row in stored) <= 2 ** bits["weight_bits"] - 1, name
+    assert inputs_from_artifact(more.model_path, load_rule("brief"))[0].w == total - pruned_count

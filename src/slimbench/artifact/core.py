@@ -45,10 +45,13 @@ class Artifact:
     quant: dict[str, Any] | None = None
     lineage: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # keep-masks (True: kept) of the tensors that pruning sparsified: what a trainer holds at zero and what the
+    # score counts as pruned; zeros a low-bit grid makes are weights, not pruning, and are not in them
+    masks: dict[str, torch.Tensor] | None = None
 
     @property
     def digest(self) -> str:
-        return state_digest(self.spec, self.state, self.structure, self.quant)
+        return state_digest(self.spec, self.state, self.structure, self.quant, self.masks)
 
     @classmethod
     def from_model(cls, spec: dict[str, Any], model: nn.Module, **kwargs: Any) -> Artifact:
@@ -65,15 +68,16 @@ class Artifact:
             "quant": self.quant,
             "lineage": self.lineage,
             "metrics": self.metrics,
+            "masks": self.masks,
             "state_sha256": self.digest,
         }
 
 
 def state_digest(
     spec: dict[str, Any], state: dict[str, torch.Tensor], structure: dict[str, Any] | None = None,
-    quant: dict[str, Any] | None = None,
+    quant: dict[str, Any] | None = None, masks: dict[str, torch.Tensor] | None = None,
 ) -> str:
-    """SHA-256 over everything that defines the model's function; structure/quant only when present."""
+    """SHA-256 over everything that defines the model's function; structure/quant/masks only when present."""
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     if structure:
         h.update(b"structure:" + json.dumps(structure, sort_keys=True).encode())
@@ -83,6 +87,9 @@ def state_digest(
         tensor = state[key].detach().cpu().contiguous()
         h.update(f"{key}:{tensor.dtype}:{list(tensor.shape)}".encode())
         h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    for key in sorted(masks or {}):
+        mask = masks[key].detach().cpu().contiguous().to(torch.uint8)
+        h.update(f"mask:{key}:{list(mask.shape)}".encode() + mask.reshape(-1).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -173,10 +180,24 @@ def artifact_from_payload(payload: Any, path: str | Path) -> Artifact:
     artifact = Artifact(
         spec=payload["spec"], state=payload["state"], structure=payload.get("structure"),
         quant=payload.get("quant"), lineage=payload.get("lineage") or [], metrics=payload.get("metrics") or {},
+        masks=payload.get("masks"),
     )
+    _check_masks(artifact.masks, artifact.state, path)
     if artifact.digest != payload.get("state_sha256"):
         raise CheckpointError(f"{path}: weights do not match their recorded hash (modified or corrupt)")
     return artifact
+
+
+def _check_masks(masks: Any, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    if masks is None:
+        return
+    if not isinstance(masks, dict):
+        raise CheckpointError(f"{path}: its pruning masks are not a table of tensors (corrupt)")
+    for name, mask in masks.items():
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise CheckpointError(f"{path}: pruning mask {name} is not a boolean tensor (corrupt)")
+        if name not in state or state[name].shape != mask.shape:
+            raise CheckpointError(f"{path}: pruning mask {name} fits no weight of the model (corrupt)")
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -42,7 +42,7 @@ from slimbench.models.structure import structure_changes
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.sparsity.config import PruneConfig, ramp_ratios
 from slimbench.sparsity.select import select_layers
-from slimbench.sparsity.unstructured import prune_unstructured
+from slimbench.sparsity.unstructured import masks_after_pruning, prune_unstructured, pruning_masks
 
 
 @dataclass
@@ -152,9 +152,16 @@ def measured_speedup(parent: nn.Module, pruned: nn.Module, input_shape: tuple[in
 def _pruned_artifact(parent: Artifact, pruned: nn.Module, config: PruneConfig, record: dict[str, Any]) -> Artifact:
     unpruned = build_model(parent.spec)
     step = lineage_step("prune", config.model_dump(mode="json"), parent.digest, record)
+    parent_masks = pruning_masks(parent.state, parent.lineage, parent.masks)
+    after = pruned.state_dict()
+    if record["kind"] == "unstructured":
+        masks = masks_after_pruning(parent.state, after, record["sparse_params"], parent_masks)
+    else:  # channels removed, masks re-read from the surviving weights: a float model's zeros are pruned weights
+        masks = {name: after[name].detach().cpu() != 0 for name in parent_masks if name in after}
     return Artifact.from_model(
         parent.spec, pruned, structure=structure_changes(unpruned, pruned) or None, quant=parent.quant,
         lineage=[*parent.lineage, step], metrics={k: v for k, v in record.items() if k != "per_layer_sparsity"},
+        masks=masks or None,
     )
 
 

@@ -47,8 +47,9 @@ from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
 from slimbench.measure import count_model
 from slimbench.models import weight_parameters
-from slimbench.models.lowbit import apply_lowbit, is_lowbit
+from slimbench.models.lowbit import apply_lowbit, is_lowbit, snap_weights
 from slimbench.runs import DB_NAME, ResultsStore
+from slimbench.sparsity.unstructured import pruning_masks
 
 
 @torch.no_grad()
@@ -149,16 +150,6 @@ def calibrate_activations(model: nn.Module, images: torch.Tensor, batch_size: in
 
 
 @torch.no_grad()
-def snap_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with every low-bit weight replaced by its quantized value (one of its grid's levels)."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    for name, module in model.named_modules():
-        if is_lowbit(module):
-            state[f"{name}.weight"] = module.quant_weight().value.detach().clone()
-    return state
-
-
-@torch.no_grad()
 def weight_levels(model: nn.Module) -> dict[str, int]:
     """Most distinct values any output channel's quantized weights take, per low-bit layer."""
     levels = {}
@@ -211,7 +202,8 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
         # the quantize step precedes its fine-tuning run in the lineage (as prune does); its metrics are
         # completed when the model is final
         init = Artifact.from_model(parent.spec, model, structure=parent.structure, quant=quant,
-                                   lineage=[*parent.lineage, quantize_step(config, parent, bits)], metrics={})
+                                   lineage=[*parent.lineage, quantize_step(config, parent, bits)], metrics={},
+                                   masks=pruning_masks(parent.state, parent.lineage, parent.masks) or None)
         save_artifact(init, init_path)
     trained_path = init_path
     result_metrics: dict[str, Any] = {}
@@ -226,7 +218,8 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
 
     trained_model, trained = load_model(trained_path)
     final = Artifact(spec=trained.spec, state=snap_weights(trained_model), structure=trained.structure,
-                     quant=trained.quant, lineage=list(trained.lineage), metrics=dict(trained.metrics))
+                     quant=trained.quant, lineage=list(trained.lineage), metrics=dict(trained.metrics),
+                     masks=trained.masks)
     snapped = build_from_artifact(final).eval()
     probe = normalize(calibration[:32], channels_last=False)
     with torch.no_grad():

@@ -90,7 +90,7 @@ def half_artifact(parent: Artifact, mode: str) -> Artifact:
     bits = 16
     quant = {"mode": mode, "dtype": str(dtype).replace("torch.", ""), "weight_bits": bits, "activation_bits": bits}
     return Artifact(spec=parent.spec, state=state, structure=parent.structure, quant=quant,
-                    lineage=list(parent.lineage), metrics={})
+                    lineage=list(parent.lineage), metrics={}, masks=parent.masks)
 
 
 def quantize_step(config: QuantizeConfig, parent: Artifact, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def _write_onnx(job: ExportJob) -> ExportResult:
         accuracy = file_accuracies(job, "onnxruntime", path, 500 if dynamic_batch else batch_size)
         write_sidecar(path, parent, quant, list(parent.lineage), str(checkpoint),
                       {**without_split_figures(parent.metrics), **accuracy, "parity": parity, "params": counts.params,
-                       "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs})
+                       "nonzero_params": scored_nonzero(model, quant, parent.lineage, parent.masks), "macs": counts.macs})
         sidecar = read_sidecar(path)
     timings = []
     engines: list[dict[str, Any]] | None = None

@@ -70,7 +70,7 @@ def write_tflite(job: ExportJob) -> ExportResult:
     counts = count_model(model, job.input_shape)
     # the parent's per-split figures are the float model's: the file's own replace them
     metrics = {**without_split_figures(parent.metrics), **accuracy, "parity": parity, "params": counts.params,
-               "nonzero_params": scored_nonzero(model, quant, parent.lineage), "macs": counts.macs,
+               "nonzero_params": scored_nonzero(model, quant, parent.lineage, parent.masks), "macs": counts.macs,
                "io": tflite_io(path)}
     write_sidecar(path, parent, quant, list(parent.lineage), str(job.checkpoint), metrics)
     sidecar = read_sidecar(path)

@@ -173,21 +173,24 @@ def layer_bits_of(quant: dict[str, Any]) -> tuple[dict[str, tuple[float, float]]
     return {}, (float(quant.get("weight_bits", 32)), float(quant.get("activation_bits", 32)))
 
 
-def scored_nonzero(model: nn.Module, quant: dict[str, Any] | None, lineage: list[dict[str, Any]]) -> int:
+def scored_nonzero(model: nn.Module, quant: dict[str, Any] | None, lineage: list[dict[str, Any]],
+                   masks: dict[str, torch.Tensor] | None = None) -> int:
     """Non-zero parameters as the score's w counts them.
 
     A low-bit grid puts small weights exactly on its zero level: those are values of the grid, stored at b bits
-    like any other, not removed weights. So for QAT models only the zeros of tensors that pruning sparsified
-    (recorded in the lineage) are left out; for other models every zero is.
+    like any other, not removed weights. So for QAT models only the weights that pruning removed and its masks
+    held at zero are left out (the artifact's ``masks``; for one from before masks were recorded, the count
+    the last pruning step recorded); for other models every zero is.
     """
     weights = weight_parameters(model)
     if (quant or {}).get("mode") != "qat":
         return sum(int(torch.count_nonzero(p)) for _, p in weights)
-    # Only the zeros pruning forced (and its masks kept) are left out: the last pruning step recorded how many
-    # there were. Inside a pruned tensor, the grid puts more small weights on zero during QAT: those are stored
-    # levels, not pruned weights (counting them gave 2,067 weights too few on the 50%-pruned, 30%-sparse w4a4).
-    steps = [step.get("metrics") or {} for step in lineage if step.get("stage") == "prune"]
     total = sum(p.numel() for _, p in weights)
+    if masks:
+        return total - sum(int((~mask).sum()) for mask in masks.values())
+    # Inside a pruned tensor, the grid puts more small weights on zero during QAT: those are stored levels, not
+    # pruned weights (counting them gave 2,067 weights too few on the 50%-pruned, 30%-sparse w4a4).
+    steps = [step.get("metrics") or {} for step in lineage if step.get("stage") == "prune"]
     if not steps or "nonzero_after" not in steps[-1]:
         return total
     forced = int(steps[-1]["params_after"]) - int(steps[-1]["nonzero_after"])

@@ -21,6 +21,7 @@ import functools
 import warnings
 from typing import Any
 
+import torch
 from torch import nn
 
 from slimbench.errors import CheckpointError
@@ -77,6 +78,16 @@ def _lowbit_layer(layer: nn.Module, bits: dict[str, Any]) -> nn.Module:
 def is_lowbit(module: nn.Module) -> bool:
     """A Brevitas layer with quantized weights and inputs (not one of its internal quantizer modules)."""
     return isinstance(module, nn.Conv2d | nn.Linear) and type(module).__module__.startswith("brevitas")
+
+
+@torch.no_grad()
+def snap_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with every low-bit weight replaced by its quantized value (one of its grid's levels)."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for name, module in model.named_modules():
+        if is_lowbit(module):
+            state[f"{name}.weight"] = module.quant_weight().value.detach().clone()
+    return state
 
 
 def apply_lowbit(model: nn.Module, layers: dict[str, dict[str, Any]], source: str = "artifact") -> nn.Module:

@@ -181,7 +181,7 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
         model, artifact = load_model(path)
         counts = count_model(model)
         metrics, lineage, quant = artifact.metrics, artifact.lineage, artifact.quant or {}
-        w, f = float(scored_nonzero(model, quant, lineage)), float(counts.macs)
+        w, f = float(scored_nonzero(model, quant, lineage, artifact.masks)), float(counts.macs)
     if rule.op_counting == "micronet-ops" and model is not None:
         w, f = micronet_inputs(model.float(), quant)
     ps, pu = pruning_ratios(lineage)

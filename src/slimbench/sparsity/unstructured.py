@@ -7,6 +7,7 @@ them: iterative and gradual schedules only ever grow the mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,15 +80,55 @@ def sparsity_of(layers: dict[str, nn.Module]) -> SparsityReport:
     return SparsityReport(per_layer=per_layer, pruned_weights=total, zero_weights=zeros)
 
 
+def recorded_sparse_names(lineage: list[dict[str, Any]]) -> list[str]:
+    """The parameters that the lineage's prune steps sparsified."""
+    return sorted({name for step in lineage if step.get("stage") == "prune"
+                   for name in (step.get("metrics") or {}).get("sparse_params", [])})
+
+
+@torch.no_grad()
+def pruning_masks(state: dict[str, torch.Tensor], lineage: list[dict[str, Any]],
+                  recorded: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Keep-masks (True: kept) of every tensor pruning sparsified.
+
+    An artifact records them since pruning steps save their masks; for one written before, the zeros of the
+    tensors its lineage names are the masks. That reading is exact for a float model only: on a low-bit
+    model it would take the weights its grid rounds to zero for pruned ones.
+    """
+    masks = {name: mask.to(torch.bool) for name, mask in (recorded or {}).items()}
+    for name in recorded_sparse_names(lineage):
+        if name not in masks and name in state:
+            masks[name] = state[name].detach().cpu() != 0
+    return masks
+
+
+@torch.no_grad()
+def masks_after_pruning(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
+                        names: list[str], parent_masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The parent's masks plus what one unstructured step removed: the weights it turned from non-zero to zero.
+
+    A weight that was zero before the step keeps its parent mask: on a low-bit model that is a grid level
+    (kept) unless an earlier step pruned it.
+    """
+    masks = dict(parent_masks)
+    for name in names:
+        was, now = before[name].detach().cpu(), after[name].detach().cpu()
+        base = masks.get(name, torch.ones_like(was, dtype=torch.bool))
+        masks[name] = base & ((now != 0) | (was == 0))
+    return masks
+
+
 class MaskKeeper:
     """Holds pruned weights at zero while a sparse model trains (re-applied after every optimiser step)."""
 
-    def __init__(self, model: nn.Module, parameter_names: list[str]) -> None:
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         params = dict(model.named_parameters())
-        missing = [name for name in parameter_names if name not in params]
+        missing = [name for name in masks if name not in params]
         if missing:
             raise ValueError(f"sparse parameters not in the model: {', '.join(missing[:3])}")
-        self.pairs = [(params[name], params[name].detach() != 0) for name in parameter_names]
+        self.masks = {name: mask.to(params[name].device).view_as(params[name]) for name, mask in masks.items()}
+        self.pairs = [(params[name], mask) for name, mask in self.masks.items()]
+        self.apply()
 
     @torch.no_grad()
     def apply(self) -> None:

@@ -38,9 +38,16 @@ from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, normalize
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
 from slimbench.measure.accuracy import autocast, describe_device, evaluate, resolve_device, resolve_precision
 from slimbench.models import build_model, count_parameters
+from slimbench.models.lowbit import snap_weights
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.sparsity.select import select_layers
-from slimbench.sparsity.unstructured import MaskKeeper, apply_masks_in_place, compute_masks, sparsity_of
+from slimbench.sparsity.unstructured import (
+    MaskKeeper,
+    apply_masks_in_place,
+    compute_masks,
+    pruning_masks,
+    sparsity_of,
+)
 from slimbench.train.config import TrainConfig
 from slimbench.train.distill import distillation_loss
 from slimbench.train.distributed import check_batch, init_distributed
@@ -234,7 +241,7 @@ class _Trainer:
         self.lineage: list[dict[str, Any]] = []
         self.structure: dict[str, Any] | None = None
         self.quant: dict[str, Any] | None = None
-        sparse: list[str] = []
+        masks: dict[str, torch.Tensor] = {}
         if config.init_from:
             # A resumed run rebuilds its model from its own last.pt, which carries the parent's structure,
             # quantization and lineage: it resumes even where the parent file is gone or elsewhere (a study
@@ -248,9 +255,9 @@ class _Trainer:
                 self.parent, self.lineage = parent.digest, list(parent.lineage)
             else:  # last.pt's lineage ends with the steps this run appends (gradual pruning adds its own)
                 self.lineage, self.parent = inherited_lineage(parent.lineage)
-            # Weights zeroed by unstructured pruning stay zero while fine-tuning.
-            sparse = sorted({name for step in self.lineage if step.get("stage") == "prune"
-                             for name in (step.get("metrics") or {}).get("sparse_params", [])})
+            # Weights that pruning removed stay zero while fine-tuning: the parent's recorded masks (for an
+            # artifact from before they were recorded, the zeros of the tensors its lineage names as pruned).
+            masks = pruning_masks(parent.state, self.lineage, parent.masks)
         else:
             torch.manual_seed(config.seed)
             model = build_model(spec)
@@ -264,7 +271,7 @@ class _Trainer:
         self.channels_last = wanted and channels_last_is_safe(model)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
-        self.masks = MaskKeeper(self.model, sparse) if sparse else None
+        self.masks = MaskKeeper(self.model, masks) if masks else None
         self.bn_scales = [m.weight for m in self.model.modules()
                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
         self.gradual = config.gradual_pruning
@@ -274,7 +281,7 @@ class _Trainer:
                 raise ConfigError("gradual_pruning and ema_decay do not mix: averaged weights would not stay sparse")
             self.original_params = count_parameters(build_model(self.spec))
             self.gradual_layers = select_layers(self.model, self.gradual.as_prune_config(self.gradual.final_sparsity))
-            self.sparse_names = sorted({*sparse, *(f"{name}.weight" for name in self.gradual_layers)})
+            self.sparse_names = sorted({*masks, *(f"{name}.weight" for name in self.gradual_layers)})
             self.nonzero_at_start = sum(int(torch.count_nonzero(p)) for p in self.model.parameters())
         # uint8 images live on the training device for the whole run: a batch is one gather away.
         self.train_x = self.dataset.train_x[train_idx].to(self.device).contiguous(memory_format=memory)
@@ -321,8 +328,9 @@ class _Trainer:
     def _artifact(self, state: dict[str, torch.Tensor] | None, metrics: dict[str, Any]) -> Artifact:
         step = lineage_step("train", self.cfg.model_dump(mode="json"), self.parent, metrics)
         steps = [self._gradual_step(), step] if self.gradual else [step]
+        masks = {name: mask.detach().cpu() for name, mask in self.masks.masks.items()} if self.masks else None
         artifact = Artifact.from_model(self.spec, self.model, structure=self.structure, quant=self.quant,
-                                       lineage=[*self.lineage, *steps], metrics=metrics)
+                                       lineage=[*self.lineage, *steps], metrics=metrics, masks=masks)
         if state is not None:
             artifact.state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         return artifact
@@ -387,7 +395,11 @@ class _Trainer:
         cfg = self.gradual.as_prune_config(max(target, 1e-9))
         masks = compute_masks(self.gradual_layers, cfg, target)
         apply_masks_in_place(self.gradual_layers, masks)
-        self.masks = MaskKeeper(self.model, self.sparse_names)
+        kept = dict(self.masks.masks) if self.masks else {}
+        for name, mask in masks.items():
+            param = f"{name}.weight"
+            kept[param] = mask.to(torch.bool) & kept[param] if param in kept else mask.to(torch.bool)
+        self.masks = MaskKeeper(self.model, kept)
         return sparsity_of(self.gradual_layers).sparsity
 
     def _gradual_step(self) -> dict[str, Any]:
@@ -635,7 +647,10 @@ class _Trainer:
             metrics["test_90_elapsed_s"] = reached[0]["elapsed_s"]
         model_path = self.run_dir / "model.pt"
         if self.dist.main:
-            save_artifact(self._artifact(None, metrics), model_path)
+            final = self._artifact(None, metrics)
+            if (self.quant or {}).get("mode") == "qat":  # stored as it computes: each weight on its grid level
+                final.state = {k: v.cpu() for k, v in snap_weights(self.model).items()}
+            save_artifact(final, model_path)
             atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
             plot_history(self.history, self.run_dir / "curves.png",
                          title=f"{self.spec['model']} on {self.dataset.name}")
