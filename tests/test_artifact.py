@@ -131,11 +131,11 @@ def test_pruning_masks_are_stored_hashed_and_checked(tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["masks"] = {"fc.weight": mask.float()}
     torch.save(payload, tmp_path / "float_mask.pt")
-    with pytest.raises(CheckpointError, match="fc.weight is not a boolean tensor"):
+    with pytest.raises(CheckpointError, match=r"fc\.weight is not a boolean tensor"):
         load_artifact(tmp_path / "float_mask.pt")
     payload["masks"] = {"conv1.weight": mask}
     torch.save(payload, tmp_path / "misfit.pt")
-    with pytest.raises(CheckpointError, match="conv1.weight fits no weight"):
+    with pytest.raises(CheckpointError, match=r"conv1\.weight fits no weight"):
         load_artifact(tmp_path / "misfit.pt")
     # an artifact written before masks were recorded has none, and its hash is what it was
     save_artifact(Artifact.from_model(SPEC, model), tmp_path / "plain.pt")
