@@ -146,9 +146,10 @@ def test_pruned_then_qat_composes(tmp_path, trained, synthetic):
     assert inputs.ps == pytest.approx(artifact.lineage[-2]["metrics"]["structured_ratio"])
 
 
-def test_qat_refuses_a_quantized_parent_and_another_config(tmp_path, w4a4, trained, synthetic):
-    with pytest.raises(CompressionError, match="already quantized"):
-        quantize(w4a4.path, QuantizeConfig(mode="qat", finetune=None), tmp_path / "again", dataset=synthetic)
+def test_qat_refuses_a_half_precision_parent_and_another_config(tmp_path, w4a4, trained, synthetic):
+    half = quantize(trained, QuantizeConfig(mode="fp16"), tmp_path / "fp16", dataset=synthetic, progress=False)
+    with pytest.raises(CompressionError, match=r"already quantized \(fp16\)"):
+        quantize(half.path, QuantizeConfig(mode="qat", finetune=None), tmp_path / "again", dataset=synthetic)
     with pytest.raises(ConfigError, match="another config"):
         quantize(trained, QuantizeConfig(mode="qat", weight_bits=3), w4a4.path.parent, dataset=synthetic)
 
@@ -288,3 +289,21 @@ def test_training_after_qat_holds_only_pruned_weights_and_stores_the_grid(tmp_pa
         stored = trained_more.state[f"{name}.weight"].flatten(1)
         assert max(len(torch.unique(row)) for row in stored) <= 2 ** bits["weight_bits"] - 1, name
     assert inputs_from_artifact(more.model_path, load_rule("brief"))[0].w == total - pruned_count
+
+
+def test_qat_at_fewer_bits_starts_from_a_qat_model(tmp_path, w4a4, synthetic):
+    """Progressive QAT: 3 bits start from the 4-bit model's weights on their grid, with fresh step sizes."""
+    parent = load_artifact(w4a4.path)
+    result = quantize(w4a4.path, QuantizeConfig(mode="qat", weight_bits=3, activation_bits=3, finetune=None,
+                                                calibration_size=64), tmp_path / "w3a3", dataset=synthetic,
+                      progress=False)
+    init = load_artifact(tmp_path / "w3a3" / "qat" / "init.pt")
+    for name in parent.quant["layers"]:  # the float weights the 3-bit grid rounds are the 4-bit levels
+        assert torch.equal(init.state[f"{name}.weight"], parent.state[f"{name}.weight"]), name
+    model, artifact = load_model(result.path)
+    layers = artifact.quant["layers"]
+    assert layers["layer1.0.conv1"]["weight_bits"] == 3 and layers["conv1"]["weight_bits"] == 8
+    assert all(count <= 2 ** layers[name]["weight_bits"] - 1 for name, count in weight_levels(model).items())
+    assert [step["stage"] for step in artifact.lineage][-3:] == ["quantize", "train", "quantize"]
+    inputs, _ = inputs_from_artifact(result.path, load_rule("brief"))
+    assert inputs.qw < inputs_from_artifact(w4a4.path, load_rule("brief"))[0].qw

@@ -46,8 +46,9 @@ from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
 from slimbench.measure import count_model
-from slimbench.models import weight_parameters
+from slimbench.models import build_model, weight_parameters
 from slimbench.models.lowbit import apply_lowbit, is_lowbit, snap_weights
+from slimbench.models.structure import apply_structure
 from slimbench.runs import DB_NAME, ResultsStore
 from slimbench.sparsity.unstructured import pruning_masks
 
@@ -169,12 +170,24 @@ def _levels_by_bits(levels: dict[str, int], layers: dict[str, dict[str, Any]]) -
     return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
 
 
+def grid_weights_as_float(parent: Artifact, path: str | Path) -> nn.Module:
+    """A QAT model's weights, on their grid, in the float architecture: where a QAT at fewer bits starts
+    (progressive quantization, as APoT starts 3 bits from 4). Its learned step sizes are dropped: the new grid
+    is calibrated afresh."""
+    float_model = build_model(parent.spec)
+    if parent.structure:
+        apply_structure(float_model, parent.structure, str(path))
+    names = set(float_model.state_dict())
+    state = {k: v for k, v in parent.state.items() if k in names}
+    return build_from_artifact(Artifact(spec=parent.spec, state=state, structure=parent.structure), path)
+
+
 def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
                             dataset: ImageDataset | None = None, progress: bool = True) -> QuantizeResult:
     """Low-bit QAT of a float (optionally pruned) artifact into ``out_dir/model.pt``; resumable."""
     out_dir = Path(out_dir)
     parent = load_artifact(checkpoint)
-    if parent.quant:
+    if parent.quant and parent.quant.get("mode") != "qat":
         raise CompressionError(f"{checkpoint} is already quantized ({parent.quant.get('mode')}); "
                                "start QAT from its float parent")
     saved = out_dir / "quantize.yaml"
@@ -189,7 +202,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
 
     init_path = out_dir / "qat" / "init.pt"
     if not init_path.exists():
-        model, _ = load_model(checkpoint)
+        model = grid_weights_as_float(parent, checkpoint) if parent.quant else load_model(checkpoint)[0]
         plan = plan_bits(model, config, calibration[:64])
         bits = effective_bits(model, plan, input_shape)
         apply_lowbit(model, plan, str(checkpoint))

@@ -58,7 +58,7 @@ class QuantizeConfig(StrictModel):
     layer_bits: dict[str, LayerBits] = {}  # per-layer overrides: name pattern (fnmatch) -> bits; later wins
     float_layers: list[str] = []  # name patterns of layers left in float (counted at 32 bits)
     finetune: dict[str, Any] | None = {"epochs": 10}  # trainer overrides; None: calibrate only (low-bit PTQ)
-    distill_from_parent: bool = False  # distil from the float model while training
+    distill_from_parent: bool = False  # distil from the parent (the float model, or the QAT model at more bits)
     # each channel's first weight step: its largest |w| (every weight on the grid; at 2-3 bits most round to 0)
     # or the step that minimises the squared rounding error of that channel's weights
     weight_step_init: Literal["max", "mse"] = "max"
