@@ -307,3 +307,33 @@ def test_qat_at_fewer_bits_starts_from_a_qat_model(tmp_path, w4a4, synthetic):
     assert [step["stage"] for step in artifact.lineage][-3:] == ["quantize", "train", "quantize"]
     inputs, _ = inputs_from_artifact(result.path, load_rule("brief"))
     assert inputs.qw < inputs_from_artifact(w4a4.path, load_rule("brief"))[0].qw
+
+
+def test_progressive_qat_from_an_artifact_without_masks_takes_them_from_its_float_ancestor(tmp_path, trained,
+                                                                                        synthetic):
+    sparse = prune(trained, PruneConfig(kind="unstructured", ratio=0.3, scope="global"), tmp_path / "sparse",
+                   dataset=synthetic, progress=False)
+    four = quantize(sparse.model_path, QuantizeConfig(mode="qat", finetune=None, calibration_size=64),
+                    tmp_path / "w4", dataset=synthetic, progress=False)
+    recorded = load_artifact(four.path)
+    older = tmp_path / "older.pt"  # as written before artifacts recorded their masks
+    save_artifact(Artifact(spec=recorded.spec, state=recorded.state, structure=recorded.structure,
+                           quant=recorded.quant, lineage=recorded.lineage, metrics=recorded.metrics), older)
+    three = QuantizeConfig(mode="qat", weight_bits=3, activation_bits=3, finetune=None, calibration_size=64)
+    with pytest.raises(ConfigError, match="written before pruning masks were recorded"):
+        quantize(older, three, tmp_path / "w3-guess", dataset=synthetic, progress=False)
+    with pytest.raises(ConfigError, match="pruned again after masks_from"):  # the model before pruning
+        quantize(older, three.model_copy(update={"masks_from": str(trained)}), tmp_path / "w3-early",
+                 dataset=synthetic, progress=False)
+    stranger = tmp_path / "stranger.pt"
+    save_artifact(Artifact.from_model(recorded.spec, build_model(recorded.spec)), stranger)
+    with pytest.raises(ConfigError, match="is not an ancestor"):
+        quantize(older, three.model_copy(update={"masks_from": str(stranger)}), tmp_path / "w3-wrong",
+                 dataset=synthetic, progress=False)
+    result = quantize(older, three.model_copy(update={"masks_from": str(sparse.model_path)}), tmp_path / "w3",
+                      dataset=synthetic, progress=False)
+    masks = load_artifact(result.path).masks
+    expected = load_artifact(sparse.model_path).masks
+    assert set(masks) == set(expected) and all(torch.equal(masks[n], expected[n]) for n in expected)
+    grid_zeros = sum(int(((recorded.state[n] == 0) & expected[n]).sum()) for n in expected)
+    assert grid_zeros > 0  # the zeros of the 4-bit parent would have taken these for pruned weights

@@ -50,7 +50,7 @@ from slimbench.models import build_model, weight_parameters
 from slimbench.models.lowbit import apply_lowbit, is_lowbit, snap_weights
 from slimbench.models.structure import apply_structure
 from slimbench.runs import DB_NAME, ResultsStore
-from slimbench.sparsity.unstructured import pruning_masks
+from slimbench.sparsity.unstructured import pruning_masks, recorded_sparse_names
 
 
 @torch.no_grad()
@@ -182,6 +182,33 @@ def grid_weights_as_float(parent: Artifact, path: str | Path) -> nn.Module:
     return build_from_artifact(Artifact(spec=parent.spec, state=state, structure=parent.structure), path)
 
 
+def parent_masks(parent: Artifact, path: str | Path, masks_from: str | None) -> dict[str, torch.Tensor]:
+    """The pruning masks a QAT carries over: the parent's own; for a float parent written before masks were
+    recorded, its zeros; for such a QAT parent, the zeros of the float ancestor ``masks_from``, which must be
+    in its lineage by digest, with no pruning after it, and whose pruned weights the parent holds at zero."""
+    if masks_from is None:
+        if parent.quant and parent.masks is None and recorded_sparse_names(parent.lineage):
+            raise ConfigError(f"{path} was written before pruning masks were recorded, and its zeros mix pruned "
+                              "weights with grid levels: name the float model it was pruned into with masks_from")
+        return pruning_masks(parent.state, parent.lineage, parent.masks)
+    ancestor = load_artifact(masks_from)
+    parents = [step.get("parent") for step in parent.lineage]
+    if ancestor.digest not in parents:
+        raise ConfigError(f"masks_from {masks_from} is not an ancestor of {path} (no step of its lineage starts "
+                          "from it)")
+    if ancestor.quant:
+        raise ConfigError(f"masks_from {masks_from} is quantized ({ancestor.quant.get('mode')}): name a float model")
+    later = parent.lineage[parents.index(ancestor.digest):]
+    if any(step.get("stage") == "prune" for step in later):
+        raise ConfigError(f"{path} was pruned again after masks_from {masks_from}: name the last pruned float model")
+    masks = pruning_masks(ancestor.state, ancestor.lineage, ancestor.masks)
+    for name, mask in masks.items():
+        if name not in parent.state or parent.state[name].shape != mask.shape or \
+                bool(parent.state[name][~mask].any()):
+            raise ConfigError(f"{path} does not hold the pruned weights of masks_from {masks_from} at zero ({name})")
+    return masks
+
+
 def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path,
                             dataset: ImageDataset | None = None, progress: bool = True) -> QuantizeResult:
     """Low-bit QAT of a float (optionally pruned) artifact into ``out_dir/model.pt``; resumable."""
@@ -190,6 +217,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
     if parent.quant and parent.quant.get("mode") != "qat":
         raise CompressionError(f"{checkpoint} is already quantized ({parent.quant.get('mode')}); "
                                "start QAT from its float parent")
+    masks = parent_masks(parent, checkpoint, config.masks_from)
     saved = out_dir / "quantize.yaml"
     if saved.exists() and validate(QuantizeConfig, read_yaml(saved), str(saved)) != config:
         raise ConfigError(f"{out_dir} holds a quantization run with another config: choose another directory")
@@ -216,7 +244,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
         # completed when the model is final
         init = Artifact.from_model(parent.spec, model, structure=parent.structure, quant=quant,
                                    lineage=[*parent.lineage, quantize_step(config, parent, bits)], metrics={},
-                                   masks=pruning_masks(parent.state, parent.lineage, parent.masks) or None)
+                                   masks=masks or None)
         save_artifact(init, init_path)
     trained_path = init_path
     result_metrics: dict[str, Any] = {}
