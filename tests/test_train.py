@@ -368,3 +368,23 @@ def test_the_teacher_takes_the_eager_layout_and_scores_as_it_would_contiguous(tm
         expected = reference.eval()(images)
         got = trainer.teacher(trainer._teacher_input(images))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_contiguous_student_is_evaluated_as_a_channels_last_copy(tmp_path, synthetic):
+    from slimbench.measure.accuracy import evaluate
+
+    trainer = _Trainer(small_config(channels_last=False, precision="fp32"), tmp_path / "run", synthetic)
+    assert not trainer.channels_last and trainer.eval_channels_last  # eager evaluation on a CPU: channels_last
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    other = {k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}  # as an average would be
+    x, y = synthetic.test_x, synthetic.test_y
+    for state in (None, other):
+        got = trainer._evaluation(x, y, state)
+        reference = _Trainer(small_config(channels_last=False, precision="fp32"), tmp_path / "ref", synthetic).model
+        if state is not None:
+            reference.load_state_dict(state)
+        expected = evaluate(reference, x, y, synthetic.num_classes, channels_last=False)
+        assert got.accuracy == expected.accuracy and got.loss == pytest.approx(expected.loss, rel=1e-4)
+    conv = trainer.model.conv1.weight
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)  # left as it trains
+    assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())

@@ -7,6 +7,7 @@ and produces the same numbers the uninterrupted run would have.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -36,7 +37,14 @@ from slimbench.artifact import (
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, normalize, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
-from slimbench.measure.accuracy import autocast, describe_device, evaluate, resolve_device, resolve_precision
+from slimbench.measure.accuracy import (
+    Evaluation,
+    autocast,
+    describe_device,
+    evaluate,
+    resolve_device,
+    resolve_precision,
+)
 from slimbench.models import build_model, count_parameters
 from slimbench.models.lowbit import snap_weights
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
@@ -272,6 +280,7 @@ class _Trainer:
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
         self.masks = MaskKeeper(self.model, masks) if masks else None
+        self.eval_channels_last = preferred_channels_last(self.device, compiled=False) and channels_last_is_safe(model)
         self.bn_scales = [m.weight for m in self.model.modules()
                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
         self.gradual = config.gradual_pruning
@@ -300,7 +309,7 @@ class _Trainer:
             teacher, _ = load_model(config.distill.teacher)
             # The teacher runs eager whatever the student does, so it takes the eager layout: airnet-wide's
             # forward pass is 1.66x faster channels_last than contiguous on the AVX-512-BF16 class
-            # (benchmarks/teacher_layout.py), a fifth of a distilled epoch under a compiled ResNet-20.
+            # (benchmarks/forward_layout.py), a fifth of a distilled epoch under a compiled ResNet-20.
             self.teacher_channels_last = preferred_channels_last(self.device, compiled=False) \
                 and channels_last_is_safe(teacher)
             teacher_memory = torch.channels_last if self.teacher_channels_last else torch.contiguous_format
@@ -529,17 +538,27 @@ class _Trainer:
         }
 
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        state = self._weights_for_eval()
+        result = self._evaluation(x, y, self._weights_for_eval())
+        return result.loss, result.accuracy
+
+    def _evaluation(self, x: torch.Tensor, y: torch.Tensor, state: dict[str, torch.Tensor] | None) -> Evaluation:
+        """The model (with ``state``'s weights when given) on ``x``, in its stored precision. Evaluation runs
+        eager, so a compiled model that trains contiguous is evaluated as a channels_last copy: eager fp32
+        convolutions run faster in that layout (benchmarks/forward_layout.py --precision stored)."""
+        classes = self.dataset.num_classes
+        if self.eval_channels_last and not self.channels_last:
+            model = copy.deepcopy(self.model)
+            if state is not None:
+                model.load_state_dict(state)
+            return evaluate(model.to(memory_format=torch.channels_last), x, y, classes, channels_last=True)
         if state is None:
-            result = evaluate(self.model, x, y, self.dataset.num_classes, channels_last=self.channels_last)
-            return result.loss, result.accuracy
+            return evaluate(self.model, x, y, classes, channels_last=self.channels_last)
         backup = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(state)
         try:
-            result = evaluate(self.model, x, y, self.dataset.num_classes, channels_last=self.channels_last)
+            return evaluate(self.model, x, y, classes, channels_last=self.channels_last)
         finally:
             self.model.load_state_dict(backup)
-        return result.loss, result.accuracy
 
     # ---- driver --------------------------------------------------------------------------------
     def run(self, resume: bool, progress: bool, on_epoch: EpochCallback | None) -> TrainResult:
@@ -620,8 +639,7 @@ class _Trainer:
             selected_epoch = self.history[-1]["epoch"]
             if self.ema:
                 self.model.load_state_dict(self.ema.state_dict())
-        final_test = evaluate(self.model, self.dataset.test_x, self.dataset.test_y, self.dataset.num_classes,
-                              channels_last=self.channels_last)
+        final_test = self._evaluation(self.dataset.test_x, self.dataset.test_y, None)
         metrics: dict[str, Any] = {
             "selection": "best validation accuracy, ties to the lower validation loss" if use_best else "last epoch",
             "selected_epoch": selected_epoch,

@@ -1,11 +1,15 @@
-"""The distillation teacher's forward pass, timed per memory layout: what a distilled epoch pays for its teacher.
+"""A model's forward pass without gradients, timed per memory layout: what a distilled epoch pays for its
+teacher, and what an epoch's evaluation pays.
 
-The trainer runs the teacher under ``torch.no_grad`` and the step's autocast on each augmented batch of 128. This
-times that call for each teacher artifact given, contiguous against channels_last (weights and input), in the
-precision the trainer would pick on this machine, interleaved round by round so that the machine's noise falls
-on both layouts alike. It prints ms per batch, seconds per epoch of 45,000 images, and the ratio.
+The trainer runs the teacher under ``torch.no_grad`` and the step's autocast on each augmented batch of 128
+(``--precision auto``, the default: the precision the trainer would pick on this machine), and evaluates the
+validation split in the model's stored precision in batches of 1,000 (``--precision stored --batch 1000``).
+This times that call for each artifact given, contiguous against channels_last (weights and input),
+interleaved round by round so that the machine's noise falls on both layouts alike. It prints ms per batch,
+seconds per 45,000 images, and the ratio.
 
-Usage: python benchmarks/teacher_layout.py TEACHER.pt [TEACHER.pt ...] [--rounds 5] [--batches 4]
+Usage: python benchmarks/forward_layout.py MODEL.pt [MODEL.pt ...] [--precision auto|stored] [--batch 128]
+       [--rounds 5] [--batches 4]
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from slimbench.artifact.core import load_model
 from slimbench.hardware import host
 from slimbench.measure.accuracy import autocast, resolve_precision
 
-BATCH = 128
-EPOCH_BATCHES = math.ceil(45_000 / BATCH)
+EPOCH_IMAGES = 45_000
 
 
 def time_batches(model: torch.nn.Module, images: torch.Tensor, batches: int, precision: str) -> float:
@@ -40,15 +43,19 @@ def main() -> None:
     parser.add_argument("teachers", nargs="+")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--precision", choices=["auto", "stored"], default="auto")
     args = parser.parse_args()
     torch.manual_seed(0)
-    precision = resolve_precision("auto", torch.device("cpu"))
-    print(f"machine: {host().describe()}; precision {precision}; {torch.get_num_threads()} threads; batch {BATCH}")
-    print(f"{'teacher':<48} {'contiguous ms':>14} {'channels_last ms':>17} {'ratio':>6} {'s/epoch (c -> cl)':>19}")
+    precision = resolve_precision("auto", torch.device("cpu")) if args.precision == "auto" else "stored"
+    epoch_batches = math.ceil(EPOCH_IMAGES / args.batch)
+    print(f"machine: {host().describe()}; precision {precision}; {torch.get_num_threads()} threads; "
+          f"batch {args.batch}")
+    print(f"{'model':<48} {'contiguous ms':>14} {'channels_last ms':>17} {'ratio':>6} {'s/45k (c -> cl)':>19}")
     for path in args.teachers:
         model, _ = load_model(path)
         model.eval()
-        images = torch.randn(BATCH, 3, 32, 32)
+        images = torch.randn(args.batch, 3, 32, 32)
         layouts = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
         times: dict[str, list[float]] = {name: [] for name in layouts}
         for _ in range(args.rounds):
@@ -57,7 +64,7 @@ def main() -> None:
                 times[name].append(time_batches(model, images.contiguous(memory_format=layout), args.batches, precision))
         best = {name: min(values) for name, values in times.items()}
         ratio = best["contiguous"] / best["channels_last"]
-        per_epoch = f"{best['contiguous'] * EPOCH_BATCHES:.0f} -> {best['channels_last'] * EPOCH_BATCHES:.0f}"
+        per_epoch = f"{best['contiguous'] * epoch_batches:.0f} -> {best['channels_last'] * epoch_batches:.0f}"
         print(f"{path:<48} {best['contiguous'] * 1e3:>14.1f} {best['channels_last'] * 1e3:>17.1f} "
               f"{ratio:>5.2f}x {per_epoch:>19}")
 
