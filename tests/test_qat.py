@@ -307,6 +307,8 @@ def test_qat_at_fewer_bits_starts_from_a_qat_model(tmp_path, w4a4, synthetic):
     assert [step["stage"] for step in artifact.lineage][-3:] == ["quantize", "train", "quantize"]
     inputs, _ = inputs_from_artifact(result.path, load_rule("brief"))
     assert inputs.qw < inputs_from_artifact(w4a4.path, load_rule("brief"))[0].qw
+    # the parent's accuracy is a 4-bit model's, and is not called the float model's
+    assert result.metrics["parent_test_acc"] == parent.metrics["test_acc"] and "float_test_acc" not in result.metrics
 
 
 def test_progressive_qat_from_an_artifact_without_masks_takes_them_from_its_float_ancestor(tmp_path, trained,

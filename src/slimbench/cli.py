@@ -199,8 +199,9 @@ def quantize(
         table.add_row("weight levels", ", ".join(f"{b}-bit layers: at most {n} per output channel (of {2 ** int(b) - 1})"
                                                  for b, n in levels.items()))
         if m.get("test_acc") is not None:
-            table.add_row("accuracy", f"val {_pct(m.get('val_acc'))}, test {_pct(m['test_acc'])} "
-                                      f"(float test {_pct(m.get('float_test_acc'))})")
+            parent = (f"float test {_pct(m['float_test_acc'])}" if "float_test_acc" in m
+                      else f"its QAT parent's test {_pct(m.get('parent_test_acc'))}")
+            table.add_row("accuracy", f"val {_pct(m.get('val_acc'))}, test {_pct(m['test_acc'])} ({parent})")
         console.print(table)
         return
     table.add_row("test accuracy", f"{_pct(m['test_acc'])} (float {_pct(m['float_test_acc'])}, "

@@ -274,7 +274,9 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
                "levels_by_bits": _levels_by_bits(weight_levels(snapped), quant.get("layers") or {}),
                **{k: result_metrics[k] for k in ("val_acc", "test_acc", "selected_epoch", "train_seconds")
                   if k in result_metrics},
-               "float_test_acc": parent.metrics.get("test_acc"), "params": count_model(snapped, input_shape).params}
+               "params": count_model(snapped, input_shape).params}
+    # a progressive QAT's parent is itself low-bit: its accuracy is not the float model's
+    metrics["parent_test_acc" if parent.quant else "float_test_acc"] = parent.metrics.get("test_acc")
     step = next(s for s in reversed(final.lineage) if s.get("stage") == "quantize")
     step["metrics"] = {**step.get("metrics", {}), **metrics}
     final.metrics = {**final.metrics, **metrics}

@@ -34,7 +34,9 @@ def _lineage_rows(lineage: list[dict[str, Any]]) -> list[str]:
                       f"Ps {metrics.get('structured_ratio', 0):.3f}, Pu {metrics.get('unstructured_ratio', 0):.3f}")
         elif stage == "quantize":
             settings = f"{config.get('mode')}, calibration {config.get('calibration')}"
-            result = f"test {_pct(metrics.get('test_acc'))} (float {_pct(metrics.get('float_test_acc'))})"
+            parent = (f"float {_pct(metrics['float_test_acc'])}" if "float_test_acc" in metrics
+                      else f"QAT parent {_pct(metrics.get('parent_test_acc'))}")
+            result = f"test {_pct(metrics.get('test_acc'))} ({parent})"
         else:
             settings, result = json.dumps(config)[:80], ""
         rows.append(f"| {i} | {stage} | {step.get('time', '')} | {settings} | {result} |")
