@@ -288,3 +288,18 @@ def test_pruning_criteria_are_plug_ins_and_an_unknown_one_is_an_error():
         assert masks["fc"].flatten().tolist() == [1, 1, 1, 1, 0, 0, 0, 0]  # the largest weights went first
     finally:
         CRITERIA.pop("smallest_last")
+
+
+def test_a_pruning_step_masks_what_it_zeroed_and_keeps_earlier_zeros_as_they_were():
+    from slimbench.sparsity.unstructured import masks_after_pruning, pruning_masks
+
+    before = {"a.weight": torch.tensor([0.0, 0.5, 0.0, 0.2]), "b.weight": torch.tensor([0.3, 0.0])}
+    after = {"a.weight": torch.tensor([0.0, 0.5, 0.0, 0.0]), "b.weight": torch.tensor([0.3, 0.0])}
+    earlier = {"a.weight": torch.tensor([False, True, True, True])}  # index 0 pruned before; index 2 a grid zero
+    masks = masks_after_pruning(before, after, ["a.weight"], earlier)
+    assert masks["a.weight"].tolist() == [False, True, True, False]  # the grid zero stays free; 0.2 is now pruned
+    assert "b.weight" not in masks  # not pruned by this step nor before
+    # an artifact from before masks were recorded: the zeros of the tensors its lineage names
+    lineage = [{"stage": "prune", "metrics": {"sparse_params": ["b.weight"]}}]
+    assert pruning_masks(after, lineage, None)["b.weight"].tolist() == [True, False]
+    assert pruning_masks(after, lineage, earlier)["a.weight"].tolist() == [False, True, True, True]
