@@ -1,10 +1,11 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-28).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-30).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
+'30% + 40% sparse, w3a3 in layers 2-3 from the w4a4 model, 15 ep (s30)=benchmarks/results/frontier-prune30-sparse40/w4a4-w3a3-e15/model.pt'
 '30% + 50% sparse + w4a4, wide teacher, 15 ep (s28)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-wide/model.pt'
 '30% + 50% sparse + w4a4, wide teacher, 15+8 ep (s28)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-wide-more/model.pt'
 '30% + 40% sparse + w3a3 in layers 2-3, 15 ep (s27)=benchmarks/results/frontier-prune30-sparse40/w3a3-e15/model.pt'
