@@ -155,7 +155,8 @@ def prune(
 
 @app.command()
 def quantize(
-    checkpoint: Annotated[Path, typer.Argument(help="A float model artifact (model.pt), pruned or not.")],
+    checkpoint: Annotated[Path, typer.Argument(help="A float model artifact (model.pt), pruned or not; for qat, "
+                                                    "also a QAT model (progressive: fewer bits).")],
     mode: Annotated[str, typer.Option(help="fp16, bf16 (half-width artifact), int8 (ONNX Runtime QDQ model) or qat "
                                            "(low-bit quantization-aware training with Brevitas).")] = "int8",
     out: Annotated[Path | None, typer.Option(help="Output directory (default: beside the checkpoint, quant-MODE/).")] = None,
@@ -167,7 +168,7 @@ def quantize(
     first_last_bits: Annotated[int | None, typer.Option(help="qat: bits of the first and last layer (default 8).")] = None,
     epochs: Annotated[int | None, typer.Option(help="qat: training epochs (0: calibrate only).")] = None,
     lr: Annotated[float | None, typer.Option(help="qat: learning rate.")] = None,
-    distill: Annotated[bool | None, typer.Option("--distill/--no-distill", help="qat: distil from the float model.")] = None,
+    distill: Annotated[bool | None, typer.Option("--distill/--no-distill", help="qat: distil from the parent model.")] = None,
     data_dir: DataDir = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any key: --set per_channel=false")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
