@@ -168,6 +168,11 @@ def preferred_channels_last(device: torch.device, compiled: bool) -> bool:
     return device.type != "cpu" or not compiled
 
 
+def eager_channels_last(device: torch.device, model: nn.Module) -> bool:
+    """Whether a model that runs eager here (a distillation teacher, an evaluation pass) runs channels_last."""
+    return preferred_channels_last(device, compiled=False) and channels_last_is_safe(model)
+
+
 def channels_last_is_safe(model: nn.Module) -> bool:
     """False for models with inner convolutions of 2..7 input channels (e.g. ResNet-20 at width 0.25).
 
@@ -280,7 +285,7 @@ class _Trainer:
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory)
         self.masks = MaskKeeper(self.model, masks) if masks else None
-        self.eval_channels_last = preferred_channels_last(self.device, compiled=False) and channels_last_is_safe(model)
+        self.eval_channels_last = eager_channels_last(self.device, model)
         self.bn_scales = [m.weight for m in self.model.modules()
                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
         self.gradual = config.gradual_pruning
@@ -310,8 +315,7 @@ class _Trainer:
             # The teacher runs eager whatever the student does, so it takes the eager layout: airnet-wide's
             # forward pass is 1.66x faster channels_last than contiguous on the AVX-512-BF16 class
             # (benchmarks/forward_layout.py), a fifth of a distilled epoch under a compiled ResNet-20.
-            self.teacher_channels_last = preferred_channels_last(self.device, compiled=False) \
-                and channels_last_is_safe(teacher)
+            self.teacher_channels_last = eager_channels_last(self.device, teacher)
             teacher_memory = torch.channels_last if self.teacher_channels_last else torch.contiguous_format
             self.teacher = teacher.to(self.device, memory_format=teacher_memory).eval()
             self._check_teacher(config.distill.teacher)
