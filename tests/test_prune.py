@@ -290,6 +290,24 @@ def test_pruning_criteria_are_plug_ins_and_an_unknown_one_is_an_error():
         CRITERIA.pop("smallest_last")
 
 
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_masks_of_channels_last_weights_match_contiguous_ones(scope):
+    """Eager training keeps convolutions channels_last; gradual pruning ranks those weights as they are (torch's
+    L1 rule viewed them flat and raised on such a layout)."""
+    from slimbench.sparsity.unstructured import compute_masks
+
+    torch.manual_seed(0)
+    layers = {"a": torch.nn.Conv2d(8, 16, 3), "b": torch.nn.Conv2d(16, 16, 3)}
+    config = PruneConfig(kind="unstructured", ratio=0.5, scope=scope)
+    flat = compute_masks(layers, config)
+    for layer in layers.values():
+        layer.to(memory_format=torch.channels_last)
+    assert not layers["a"].weight.is_contiguous()
+    masks = compute_masks(layers, config)
+    assert all(torch.equal(masks[name], flat[name]) for name in layers)
+    assert sum(int((m == 0).sum()) for m in masks.values()) == (8 * 16 * 9 + 16 * 16 * 9) // 2
+
+
 def test_a_pruning_step_masks_what_it_zeroed_and_keeps_earlier_zeros_as_they_were():
     from slimbench.sparsity.unstructured import masks_after_pruning, pruning_masks
 

@@ -291,6 +291,29 @@ def test_training_after_qat_holds_only_pruned_weights_and_stores_the_grid(tmp_pa
     assert inputs_from_artifact(more.model_path, load_rule("brief"))[0].w == total - pruned_count
 
 
+def test_gradual_pruning_during_qat_grows_the_parent_masks(tmp_path, trained, synthetic):
+    """Sparsity ramped up while QAT trains (Zhu and Gupta 2017): the parent's pruned weights stay pruned, each layer
+    ends at the final sparsity on the grid's zero, and the score counts exactly the masked weights as pruned."""
+    exclude = ["conv1"]
+    sparse = prune(trained, PruneConfig(kind="unstructured", ratio=0.3, scope="layer", exclude=exclude),
+                   tmp_path / "sparse", dataset=synthetic, progress=False)
+    ramp = {"final_sparsity": 0.6, "initial_sparsity": 0.3, "scope": "layer", "exclude": exclude, "end_epoch": 2}
+    config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=4, calibration_size=64,
+                            finetune={"epochs": 3, "optimizer": {"lr": 0.01}, "gradual_pruning": ramp})
+    result = quantize(sparse.model_path, config, tmp_path / "qat", dataset=synthetic, progress=False)
+    parent, child = load_artifact(sparse.model_path).masks, load_artifact(result.path)
+    assert set(child.masks) == set(parent)
+    for name, mask in parent.items():
+        assert not (child.masks[name] & ~mask).any(), name  # pruned before QAT, pruned still
+        assert (~child.masks[name]).float().mean() == pytest.approx(0.6, abs=0.01), name
+        assert (child.state[name][~child.masks[name]] == 0).all(), name
+    assert result.metrics["selected_epoch"] >= 2  # only epochs at the final sparsity are chosen
+    model, _ = load_model(result.path)
+    total = sum(p.numel() for n, p in model.named_parameters() if "_quant." not in n)
+    masked = sum(int((~mask).sum()) for mask in child.masks.values())
+    assert inputs_from_artifact(result.path, load_rule("brief"))[0].w == total - masked
+
+
 def test_qat_at_fewer_bits_starts_from_a_qat_model(tmp_path, w4a4, synthetic):
     """Progressive QAT: 3 bits start from the 4-bit model's weights on their grid, with fresh step sizes."""
     parent = load_artifact(w4a4.path)

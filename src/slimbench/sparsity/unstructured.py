@@ -39,7 +39,8 @@ def compute_masks(layers: dict[str, nn.Module], config: PruneConfig, ratio: floa
     """Keep-masks that zero ``ratio`` of the selected weights, ranked by ``torch.nn.utils.prune``'s L1 rule."""
     ratio = config.ratio if ratio is None else ratio
     generator = torch.Generator().manual_seed(config.seed)
-    scores = {name: _scores(module.weight, config.method, generator) for name, module in layers.items()}
+    # contiguous: torch's L1 rule views each score flat, which a channels_last weight (eager training) cannot give
+    scores = {name: _scores(module.weight, config.method, generator).contiguous() for name, module in layers.items()}
     if config.scope == "global":
         flat = torch.cat([score.flatten() for score in scores.values()])
         keep = prune.L1Unstructured(amount=ratio).compute_mask(flat, torch.ones_like(flat))
