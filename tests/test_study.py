@@ -285,7 +285,8 @@ def test_a_torchscript_export_stage_gives_a_row(tmp_path, synthetic):
     assert student["params"] == base["params"] and student["test_acc"] is not None  # measured on its artifact
 
 
-@pytest.mark.parametrize("name", ["quickstart", "brief", "fixed", "frontier"])
+@pytest.mark.parametrize("name", ["quickstart", "brief", "fixed", "frontier", "frontier-strong", "frontier-long",
+                                  "frontier-airnet", "frontier-strongkd"])
 def test_shipped_study_files_are_valid(name):
     study = load_study(ROOT / "studies" / f"{name}.yaml")
     assert study.experiments
