@@ -80,6 +80,29 @@ def test_resume_extends_a_finished_run(tmp_path):
     assert [json.loads(line)["epoch"] for line in log] == [1, 2]
 
 
+def test_a_moved_distilled_run_resumes_with_its_teacher_named(tmp_path):
+    """A run directory copied elsewhere names its teacher where it was; --teacher says where it is now."""
+    from slimbench.artifact import Artifact, save_artifact
+    from slimbench.models import build_model
+
+    spec = {"model": "resnet20", "width": 0.25}
+    save_artifact(Artifact.from_model(spec, build_model(spec)), tmp_path / "old" / "teacher.pt")
+    runs_root = tmp_path / "runs"
+    first = runner.invoke(app, ["train", "--dataset", "synthetic", "--epochs", "1", "--name", "r", "--no-progress",
+                                "--set", "model.width=0.25", "--set", "data.val_size=64", "--runs-root",
+                                str(runs_root), "--set", f"distill.teacher={tmp_path / 'old' / 'teacher.pt'}"])
+    assert first.exit_code == 0, first.output
+    (tmp_path / "old" / "teacher.pt").rename(tmp_path / "teacher.pt")
+    lost = slimbench("train", "--resume", str(runs_root / "r"), "--epochs", "2", "--no-progress")
+    assert lost.returncode == 2 and lost.stderr.count("\n") == 1 and "--teacher PATH" in lost.stderr, lost.stderr
+    again = runner.invoke(app, ["train", "--resume", str(runs_root / "r"), "--epochs", "2", "--no-progress",
+                                "--teacher", str(tmp_path / "teacher.pt")])
+    assert again.exit_code == 0, again.output
+    assert [json.loads(line)["epoch"] for line in (runs_root / "r" / "log.jsonl").read_text().splitlines()] == [1, 2]
+    alone = slimbench("train", "--dataset", "synthetic", "--teacher", str(tmp_path / "teacher.pt"))
+    assert alone.returncode == 2 and "--teacher goes with --resume" in alone.stderr, alone.stderr
+
+
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_kill_saves_and_says_how_to_resume(tmp_path, stop):
     """SIGTERM (`kill`, a scheduler's preemption; background jobs ignore SIGINT) stops as cleanly as Ctrl-C."""

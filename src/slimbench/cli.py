@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from slimbench.errors import SlimbenchError
+from slimbench.errors import ConfigError, SlimbenchError
 
 app = typer.Typer(
     name="slimbench",
@@ -79,6 +79,8 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set optimizer.lr=0.05")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last epoch.")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="With --resume: the distillation teacher's file where it is "
+                                                 "now, for a run directory moved from where it was made.")] = None,
     runs_root: Annotated[Path | None, typer.Option(help="Where run directories go (default ./runs).")] = None,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:
@@ -86,8 +88,10 @@ def train(
     from slimbench.train import TrainConfig, resume_training
     from slimbench.train import train as run_training
 
+    if teacher is not None and resume is None:
+        raise ConfigError("--teacher goes with --resume; a new run names its teacher with --set distill.teacher=PATH")
     if resume is not None:
-        result = resume_training(resume, epochs=epochs, progress=progress)
+        result = resume_training(resume, epochs=epochs, progress=progress, teacher=teacher)
     else:
         fresh_model = model is not None and config is None  # a model named without a file: its defaults, not the file's
         flags = {"model.model": None if fresh_model else model, "epochs": epochs, "batch_size": batch_size,

@@ -146,6 +146,9 @@ def resume_training(
         atomic_write(path / "config.yaml", dump_yaml(config).encode())
     if teacher is not None and config.distill is not None and str(teacher) != config.distill.teacher:
         config = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": str(teacher)})})
+    if config.distill is not None and not Path(config.distill.teacher).exists():
+        raise CheckpointError(f"{path}: its distillation teacher {config.distill.teacher} does not exist; name the "
+                              f"file where it is now (`slimbench train --resume {path} --teacher PATH`)")
     return _Trainer(config, path, dataset, store, resume_from=path / "last.pt").run(
         resume=True, progress=progress, on_epoch=on_epoch)
 
