@@ -7,8 +7,8 @@ validation split in the model's stored precision in batches of 1,000 (``--precis
 This times that call for each artifact given, contiguous against channels_last (weights and input),
 interleaved round by round so that the machine's noise falls on both layouts alike. It prints ms per batch,
 seconds per 45,000 images, and the ratio. ``--compiled`` times the same two layouts again under torch.compile as
-the trainer compiles a teacher (static shapes, weights frozen into the graph), after the eager rounds, its first
-call (the compilation) left out.
+a teacher would be compiled (static shapes, weights frozen into the graph; the trainer keeps it eager, BENCHMARKS
+section 29), after the eager rounds, its first call (the compilation) left out.
 
 Usage: python benchmarks/forward_layout.py MODEL.pt [MODEL.pt ...] [--precision auto|stored] [--batch 128]
        [--rounds 5] [--batches 4] [--compiled]
