@@ -99,6 +99,11 @@ def test_a_moved_distilled_run_resumes_with_its_teacher_named(tmp_path):
                                 "--teacher", str(tmp_path / "teacher.pt")])
     assert again.exit_code == 0, again.output
     assert [json.loads(line)["epoch"] for line in (runs_root / "r" / "log.jsonl").read_text().splitlines()] == [1, 2]
+    # the new place is written into the run's config: a later resume needs no --teacher
+    later = runner.invoke(app, ["train", "--resume", str(runs_root / "r"), "--epochs", "3", "--no-progress"])
+    assert later.exit_code == 0, later.output
+    wrong = slimbench("train", "--resume", str(runs_root / "r"), "--teacher", str(tmp_path / "nowhere.pt"))
+    assert wrong.returncode == 2 and "nowhere.pt, does not exist" in wrong.stderr, wrong.stderr
     alone = slimbench("train", "--dataset", "synthetic", "--teacher", str(tmp_path / "teacher.pt"))
     assert alone.returncode == 2 and "--teacher goes with --resume" in alone.stderr, alone.stderr
 

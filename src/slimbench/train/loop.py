@@ -141,14 +141,20 @@ def resume_training(
     if not (path / "last.pt").exists():
         raise CheckpointError(f"{path}: no last.pt to resume from")
     config = validate(TrainConfig, read_yaml(path / "config.yaml"), str(path / "config.yaml"))
-    if epochs is not None and epochs != config.epochs:
-        config = config.model_copy(update={"epochs": epochs})
-        atomic_write(path / "config.yaml", dump_yaml(config).encode())
-    if teacher is not None and config.distill is not None and str(teacher) != config.distill.teacher:
-        config = config.model_copy(update={"distill": config.distill.model_copy(update={"teacher": str(teacher)})})
-    if config.distill is not None and not Path(config.distill.teacher).exists():
+    if teacher is not None and config.distill is not None and not Path(teacher).exists():
+        raise CheckpointError(f"{path}: the teacher named with --teacher, {teacher}, does not exist")
+    if config.distill is not None and teacher is None and not Path(config.distill.teacher).exists():
         raise CheckpointError(f"{path}: its distillation teacher {config.distill.teacher} does not exist; name the "
                               f"file where it is now (`slimbench train --resume {path} --teacher PATH`)")
+    changes: dict[str, Any] = {}
+    if epochs is not None and epochs != config.epochs:
+        changes["epochs"] = epochs
+    if teacher is not None and config.distill is not None and str(teacher) != config.distill.teacher:
+        # written back so that the next resume (and the interruption hint) need no --teacher again
+        changes["distill"] = config.distill.model_copy(update={"teacher": str(teacher)})
+    if changes:
+        config = config.model_copy(update=changes)
+        atomic_write(path / "config.yaml", dump_yaml(config).encode())
     return _Trainer(config, path, dataset, store, resume_from=path / "last.pt").run(
         resume=True, progress=progress, on_epoch=on_epoch)
 
