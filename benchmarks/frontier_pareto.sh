@@ -5,16 +5,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
+'KD parent: 30% + 70% sparse + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-w4a4-e15-more/model.pt'
+'its ONNX export (s31)=benchmarks/results/frontier-strongkd/sparse70-w4a4-e15-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/sparse70-w4a4-e15-more/model.pt'
+'KD parent: 30% + 70% sparse + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-w4a4-e15/model.pt'
+'KD parent: 30% + 70% sparse, fp32 (s31)=benchmarks/results/frontier-strongkd/sparse70/model.pt'
+'KD parent: 30% + 40% sparse, fp32 (s31)=benchmarks/results/frontier-strongkd/sparse40/model.pt'
+'KD parent: 30% + 65% sparse, fp32 (s31)=benchmarks/results/frontier-strongkd/sparse65/model.pt'
+'KD parent: pruned 30% r8 fp32 (s31)=benchmarks/results/frontier-strongkd/prune30-r8/model.pt'
+'ResNet-20 strong, distilled from airnet-wide, fp32 (s29)=benchmarks/results/resnet20-strong-kd/model.pt'
 '30% + 40% sparse, w3a3 in layers 2-3 from the w4a4 model, 15 ep (s30)=benchmarks/results/frontier-prune30-sparse40/w4a4-w3a3-e15/model.pt'
 '30% + 50% sparse + w4a4, wide teacher, 15 ep (s28)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-wide/model.pt'
 '30% + 50% sparse + w4a4, wide teacher, 15+8 ep (s28)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-wide-more/model.pt'
 '30% + 40% sparse + w3a3 in layers 2-3, 15 ep (s27)=benchmarks/results/frontier-prune30-sparse40/w3a3-e15/model.pt'
 '30% + 40% sparse + w4a4, 15+8 ep (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more/model.pt'
-'its ONNX export (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more-onnx/model.lowbit.onnx'
+'its ONNX export (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more/model.pt'
 '30% + 40% sparse + w4a4, 15 ep (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15/model.pt'
 '30% + 50% sparse + w4a4 with EMA, 15 ep (s24)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-ema/model.pt'
 '30% + 50% sparse + w4a4, 6+8 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more/model.pt'
-'its ONNX export (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more-onnx/model.lowbit.onnx'
+'its ONNX export (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more/model.pt'
 '30% + 50% sparse + w4a4, 15 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15/model.pt'
 '30% + 50% sparse + w4a4, 6 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6/model.pt'
 'airnet 50% + w4a4 (s22)=benchmarks/results/frontier-airnet/w4a4/model.pt'
@@ -37,5 +45,5 @@ M=(
 'ResNet-20 fp32 (s2)=benchmarks/results/resnet20-cifar10/model.pt'
 )
 python benchmarks/frontier_table.py "${M[@]}" --json $OUT/pareto.json > $OUT/pareto.md
-PATHS=(); for m in "${M[@]}"; do PATHS+=("${m#*=}"); done
+PATHS=(); for m in "${M[@]}"; do p="${m#*=}"; PATHS+=("${p%%::*}"); done
 COLUMNS=200 slimbench compare "${PATHS[@]}" --plots $OUT/plots > $OUT/compare.txt

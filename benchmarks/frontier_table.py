@@ -8,6 +8,7 @@ anchors are printed beside them. A model is on the Pareto front when no other el
 test accuracy at least as high and a brief score at least as low, one of them strictly.
 
 Usage: python benchmarks/frontier_table.py LABEL=PATH ... [--json OUT]
+       (an export whose source model has moved: LABEL=EXPORT::SOURCE, the source as committed)
 """
 
 from __future__ import annotations
@@ -39,17 +40,17 @@ def _lineage_and_metrics(path: Path) -> tuple[list[dict[str, Any]], dict[str, An
     return artifact.lineage, artifact.metrics
 
 
-def row_of(label: str, path: Path) -> dict[str, Any]:
+def row_of(label: str, path: Path, source: Path | None = None) -> dict[str, Any]:
     lineage, metrics = _lineage_and_metrics(path)
     row: dict[str, Any] = {"model": label, "path": str(path), "val_acc": metrics.get("val_acc")}
     for rule_name in RULES:
-        inputs, test_acc = inputs_from_artifact(path, load_rule(rule_name))
+        inputs, test_acc = inputs_from_artifact(path, load_rule(rule_name), source=source)
         breakdown = compute_score(inputs, rule_name)
         row[f"score_{rule_name}"] = breakdown.total
         if rule_name == "brief":
             row.update(test_acc=test_acc, w=inputs.w, f=inputs.f, qw=inputs.qw, max_bits=inputs.max_bits, ps=inputs.ps,
                        pu=inputs.pu, param_term=breakdown.param_term, op_term=breakdown.op_term)
-    row.update(memory_of(path) or {})
+    row.update(memory_of(source or path) or {})  # an export is counted on the network it was exported from
     # every step that trained: the model's own training and each fine-tune after pruning or for QAT
     seconds = [float((step.get("metrics") or {}).get("train_seconds") or 0) for step in lineage]
     row["train_s"] = sum(seconds) or None
@@ -73,7 +74,10 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="LABEL=PATH")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    rows = [row_of(label, Path(path)) for label, _, path in (item.partition("=") for item in args.models)]
+    rows = []
+    for label, _, paths in (item.partition("=") for item in args.models):
+        path, _, source = paths.partition("::")  # an export, then the model it came from where it is now
+        rows.append(row_of(label, Path(path), Path(source) if source else None))
     pareto(rows)
     rows.sort(key=lambda r: r["score_brief"])
 

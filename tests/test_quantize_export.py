@@ -301,3 +301,29 @@ def test_tflite_without_the_extra_says_how_to_get_it(tmp_path, trained, syntheti
 
     with pytest.raises(SlimbenchError, match="needs ai-edge-litert"):
         measure_litert_latency(tmp_path / "missing.tflite")
+
+
+def test_an_export_whose_source_moved_is_scored_on_the_source_named(tmp_path, trained, synthetic):
+    """The MicroNet rule counts operations on the network an export came from: a moved source can be named,
+    and only the model the export was made from is accepted."""
+    import shutil
+
+    from slimbench.errors import ConfigError
+    from slimbench.score import inputs_from_artifact, load_rule
+
+    source = tmp_path / "there" / "model.pt"
+    source.parent.mkdir()
+    shutil.copy(trained, source)
+    result = export(source, tmp_path / "e", dataset=synthetic, latency=False, parity_images=64)
+    rule = load_rule("micronet-ops")
+    before, _ = inputs_from_artifact(result.path, rule)
+    moved = shutil.move(source, tmp_path / "model.pt")
+    with pytest.raises(ConfigError, match="is gone"):
+        inputs_from_artifact(result.path, rule)
+    after, _ = inputs_from_artifact(result.path, rule, source=moved)
+    assert (after.w, after.f) == (before.w, before.f)
+    spec = {"model": "resnet20", "width": 0.5}
+    other = tmp_path / "other.pt"
+    save_artifact(Artifact.from_model(spec, build_model(spec)), other)
+    with pytest.raises(ConfigError, match="not the model"):
+        inputs_from_artifact(result.path, rule, source=other)

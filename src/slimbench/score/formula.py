@@ -151,11 +151,14 @@ def pruning_ratios(lineage: list[dict[str, Any]]) -> tuple[float, float]:
     return min(ps, 0.99), min(pu, 0.99)
 
 
-def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs, float | None]:
+def inputs_from_artifact(path: str | Path, rule: ScoreRule,
+                         source: str | Path | None = None) -> tuple[ScoreInputs, float | None]:
     """w, f, Ps, Pu, qw, qa as the saved model really is, plus its recorded test accuracy.
 
     w is the non-zero parameter count and f the MACs of the model as stored, so pruning already shows in
     them (``measured_on="pruned"``); the pruning ratios are read from the lineage for the record only.
+    ``source``: for an exported file under a rule that counts operations on the network, the model it was
+    exported from where it is now (its sidecar names where it was); its lineage must be the export's.
     """
     from slimbench.artifact import is_exported_file, load_model
     from slimbench.measure import count_model
@@ -170,11 +173,14 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule) -> tuple[ScoreInputs
             raise ConfigError(f"{path}: its sidecar records no parameter or MAC counts; re-export it")
         w, f = float(metrics["nonzero_params"]), float(metrics["macs"])
         if rule.op_counting == "micronet-ops":  # operations are counted on the network itself
-            source = Path(sidecar.get("source_checkpoint") or "")
+            recorded = Path(sidecar.get("source_checkpoint") or "")
+            source = Path(source) if source is not None else recorded
             if not source.is_file():
                 raise ConfigError(f"{path}: rule {rule.name} counts operations on the model it was exported from, "
                                   f"and {source} is gone")
-            model = load_model(source)[0]
+            model, artifact = load_model(source)
+            if source != recorded and artifact.lineage != sidecar.get("lineage"):
+                raise ConfigError(f"{source} is not the model {path} was exported from (their lineages differ)")
     else:
         from slimbench.measure.counts import scored_nonzero
 
