@@ -336,6 +336,18 @@ def test_plot_labels_overlap_neither_each_other_nor_markers_nor_the_frame():
             assert min(a.x1, m[2]) - max(a.x0, m[0]) <= slack or min(a.y1, m[3]) - max(a.y0, m[1]) <= slack
 
 
+def test_crowded_plots_number_their_points_and_name_the_front_in_a_key():
+    from slimbench.study.compare import point_labels
+
+    points = [(0.005 + i / 1000, 0.88 + i / 100) for i in range(5)]
+    names = [f"model-{i}" for i in range(5)]
+    assert point_labels(points, names, front=[4], max_named=5) == (names, [])
+    labels, key = point_labels(list(reversed(points)), list(reversed(names)), front=[0], max_named=4)
+    # numbered from the left of the plot; the front (the rightmost point here) keeps its name
+    assert labels == ["5 model-4", "4", "3", "2", "1"]
+    assert [line.split()[0] for line in key] == ["1", "2", "3", "4", "5*"] and key[0].endswith("model-0")
+
+
 def test_pareto_front():
     points = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (4.0, 0.9), (0.5, 0.4)]
     assert pareto_front(points) == [4, 0, 1, 3]

@@ -140,10 +140,29 @@ def plotted_front(points: list[tuple[float, float]], eligible: list[bool]) -> tu
     return [candidates[i] for i in front], "Pareto front of the models above the line"
 
 
+def point_labels(points: list[tuple[float, float]], names: list[str], front: list[int],
+                 max_named: int) -> tuple[list[str], list[str]]:
+    """What each point says on a plot, and the key beside it (empty when every point carries its name).
+
+    Up to ``max_named`` points are named in full. Past that, names no longer fit among the markers: each
+    point gets a number instead (numbered from the left, so the key reads in the plot's order), the Pareto
+    front keeps its names after the number, and the key lists every number with its name.
+    """
+    if len(set(points)) <= max_named:
+        return list(names), []
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    number = {i: n for n, i in enumerate(order, start=1)}
+    on_front = set(front)
+    labels = [f"{number[i]} {names[i]}" if i in on_front else str(number[i]) for i in range(len(points))]
+    key = [f"{number[i]:>3}{'*' if i in on_front else ' '} {names[i]}" for i in order]
+    return labels, key
+
+
 def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "",
-                    references: bool = True) -> list[Path]:
+                    references: bool = True, max_named: int = 12) -> list[Path]:
     """accuracy_vs_{params,macs,score,flash_bytes,peak_ram_bytes}.png/.svg in ``out_dir`` (flash and RAM where
-    the rows carry them); returns the PNG paths."""
+    the rows carry them); returns the PNG paths. With more than ``max_named`` models the points are numbered
+    and a key beside the axes names them (see ``point_labels``)."""
     import matplotlib.pyplot as plt
 
     from slimbench.plotting import save_figure
@@ -161,7 +180,9 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         shown = [r for r in rows if r.get(key) and r.get("test_acc") is not None]
         points = [(float(r[key]), float(r["test_acc"])) for r in shown]
         names = [r["experiment"] for r in shown]
-        fig, ax = plt.subplots(figsize=(7.5, 5))
+        front, front_label = plotted_front(points, [bool(r.get("eligible")) for r in shown]) if points else ([], "")
+        labels, key_lines = point_labels(points, names, front, max_named)
+        fig, ax = plt.subplots(figsize=(11, 6) if key_lines else (7.5, 5))
         if points:
             # below the accuracy line a model is not a candidate: hollow, so the eye finds the eligible ones
             for eligible, legend in ((True, "this study"), (False, "this study, below the accuracy line")):
@@ -169,7 +190,6 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
                 if group:
                     ax.scatter([p[0] for p in group], [100 * p[1] for p in group], s=36, zorder=3, label=legend,
                                color="tab:blue" if eligible else "white", edgecolors="tab:blue")
-            front, front_label = plotted_front(points, [bool(r.get("eligible")) for r in shown])
             ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
                     color="tab:blue", alpha=0.5, linestyle="--", label=front_label)
         shown_refs = [r for r in refs if r.get(key)] if key != "score" else []
@@ -186,7 +206,14 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         # this study's names first, then the literature's in the room left; no label covers a marker
         ax.autoscale_view()
         taken = _marker_boxes(ax, [*points, *ref_points])
-        _label_points(ax, points, names, taken=taken)
+        _label_points(ax, points, labels, taken=taken)
+        if key_lines:
+            columns = -(-len(key_lines) // 45)  # about 45 lines fit the figure's height at this size
+            per_column = -(-len(key_lines) // columns)
+            for c in range(columns):
+                ax.text(1.02 + 0.55 * c, 1.0, "\n".join(key_lines[c * per_column:(c + 1) * per_column]),
+                        transform=ax.transAxes, va="top", ha="left", fontsize=6, family="monospace")
+            ax.text(1.02, -0.02, "* on the Pareto front", transform=ax.transAxes, va="top", fontsize=6)
         _label_points(ax, ref_points, [r["name"].split(" (")[0] for r in shown_refs], fontsize=6, color="dimgray",
                       taken=taken)
         # below the axes, where it can never hide a point
@@ -225,13 +252,19 @@ def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], 
         width, height = char * max(map(len, group)), line * len(group)
         left = px + 4 * scale + width > right_edge and px - 4 * scale - width >= left_edge
         x0 = px - 4 * scale - width if left else px + 4 * scale
+        fallback = None  # the nearest slot inside the frame, when every such slot covers something
         for step in range(40):
             shift = (step + 1) // 2 * (1 if step % 2 else -1)  # 0, +1, -1, +2, -2 ...
             dy = 2 * scale + shift * line
             box = (x0, py + dy, x0 + width, py + dy + height)
             inside = bottom_edge <= box[1] and box[3] <= top_edge  # not across the frame or the title
+            if inside and fallback is None:
+                fallback = (box, dy, shift)
             if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
                 break
+        else:
+            if fallback is not None:
+                box, dy, shift = fallback
         taken.append(box)
         ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=(-4 if left else 4, dy / scale),
                     ha="right" if left else "left", va="bottom", fontsize=fontsize, linespacing=1.0, color=color,
