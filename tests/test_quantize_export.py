@@ -303,12 +303,17 @@ def test_tflite_without_the_extra_says_how_to_get_it(tmp_path, trained, syntheti
         measure_litert_latency(tmp_path / "missing.tflite")
 
 
-def test_an_export_whose_source_moved_is_scored_on_the_source_named(tmp_path, trained, synthetic):
-    """The MicroNet rule counts operations on the network an export came from: a moved source can be named,
-    and only the model the export was made from is accepted."""
+def test_an_export_stands_alone_once_its_source_has_moved(tmp_path, trained, synthetic):
+    """The MicroNet counts and the memory figures are counted on the network an export came from: recorded in
+    its sidecar at export, they outlive the source. An older sidecar without them needs the source, which can
+    be named where it moved to, and only the model the export was made from is accepted."""
+    import json
     import shutil
+    import warnings
 
+    from slimbench.artifact import sidecar_path
     from slimbench.errors import ConfigError
+    from slimbench.measure import memory_of
     from slimbench.score import inputs_from_artifact, load_rule
 
     source = tmp_path / "there" / "model.pt"
@@ -316,12 +321,24 @@ def test_an_export_whose_source_moved_is_scored_on_the_source_named(tmp_path, tr
     shutil.copy(trained, source)
     result = export(source, tmp_path / "e", dataset=synthetic, latency=False, parity_images=64)
     rule = load_rule("micronet-ops")
-    before, _ = inputs_from_artifact(result.path, rule)
+    recorded, _ = inputs_from_artifact(result.path, rule)
+    counted, _ = inputs_from_artifact(result.path, rule, source=source)  # on the network itself
+    assert (recorded.w, recorded.f) == (counted.w, counted.f)
+    memory = memory_of(source)
     moved = shutil.move(source, tmp_path / "model.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no flash or peak RAM figure" warning
+        assert memory_of(result.path) == memory
+    assert inputs_from_artifact(result.path, rule)[0].f == counted.f
+
+    older = json.loads(sidecar_path(result.path).read_text())
+    for key in ("micronet_params", "micronet_ops", "flash_bytes", "peak_ram_bytes"):
+        del older["metrics"][key]
+    sidecar_path(result.path).write_text(json.dumps(older))
     with pytest.raises(ConfigError, match="is gone"):
         inputs_from_artifact(result.path, rule)
     after, _ = inputs_from_artifact(result.path, rule, source=moved)
-    assert (after.w, after.f) == (before.w, before.f)
+    assert (after.w, after.f) == (counted.w, counted.f)
     spec = {"model": "resnet20", "width": 0.5}
     other = tmp_path / "other.pt"
     save_artifact(Artifact.from_model(spec, build_model(spec)), other)

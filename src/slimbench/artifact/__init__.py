@@ -28,6 +28,7 @@ from slimbench.artifact.sidecar import (
     is_exported_file,
     read_sidecar,
     sidecar_path,
+    update_sidecar_metrics,
     write_sidecar,
 )
 
@@ -36,5 +37,5 @@ __all__ = [
     "build_from_artifact", "code_version", "config_hash", "inherited_lineage", "is_exported_file", "lineage_step",
     "load_artifact",
     "load_model", "now_iso", "publish", "read_sidecar", "safe_torch_load", "save_artifact", "sidecar_path", "state_digest",
-    "training_config", "training_data", "write_sidecar",
+    "training_config", "training_data", "update_sidecar_metrics", "write_sidecar",
 ]

@@ -54,3 +54,12 @@ def read_sidecar(exported: str | Path) -> dict[str, Any]:
     if hashlib.sha256(exported.read_bytes()).hexdigest() != payload.get(hash_key):
         raise CompressionError(f"{exported}: does not match the hash in {path.name} (modified or replaced)")
     return payload
+
+
+def update_sidecar_metrics(exported: str | Path, figures: dict[str, Any]) -> Path:
+    """Add ``figures`` to the metrics of a sidecar already written (checked against its file first), atomically."""
+    payload = read_sidecar(exported)
+    payload["metrics"] = {**(payload.get("metrics") or {}), **figures}
+    path = sidecar_path(exported)
+    atomic_write(path, json.dumps(payload, indent=2, default=str).encode())
+    return path

@@ -15,7 +15,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from slimbench.artifact import Artifact, atomic_write, load_artifact, load_model, read_sidecar, write_sidecar
+from slimbench.artifact import (
+    Artifact,
+    atomic_write,
+    load_artifact,
+    load_model,
+    read_sidecar,
+    update_sidecar_metrics,
+    write_sidecar,
+)
 from slimbench.compress.calibration import dataset_for, validation_images
 from slimbench.compress.quantize import QuantizeConfig, quantize
 from slimbench.data import ImageDataset
@@ -126,6 +134,27 @@ def file_accuracies(job: ExportJob, engine: str, path: Path, batch_size: int) ->
     return result
 
 
+def record_network_figures(job: ExportJob, path: Path, model: nn.Module) -> dict[str, Any]:
+    """Flash, peak RAM and the MicroNet counts of the network ``path`` was exported from, added to its sidecar;
+    returns the memory report for the card.
+
+    They are counted on the network, not on the file, so an export scored or compared after its source
+    checkpoint has moved or gone would otherwise have none: recorded here, the export stands alone.
+    """
+    from slimbench.score.formula import micronet_inputs
+
+    quant = read_sidecar(path).get("quant") or {}
+    parent = job.parent
+    memory = memory_at_stored_bits(model.float(), job.input_shape, quant, parent.spec, parent.structure)
+    source_model, _ = load_model(job.checkpoint)  # as the scorer loads it, so both count the same network
+    micronet_params, micronet_ops = micronet_inputs(source_model.float(), quant)
+    figures: dict[str, Any] = {"micronet_params": micronet_params, "micronet_ops": micronet_ops}
+    if "peak_ram_bytes" in memory:
+        figures.update({"flash_bytes": int(memory["flash_bytes"]), "peak_ram_bytes": int(memory["peak_ram_bytes"])})
+    update_sidecar_metrics(path, figures)
+    return memory
+
+
 def without_split_figures(metrics: dict[str, Any]) -> dict[str, Any]:
     """A parent's metrics less its per-split figures, which belong to the parent, not to a file made from it."""
     return {k: v for k, v in metrics.items() if not k.startswith(("val_", "test_"))}
@@ -188,7 +217,8 @@ def _write_onnx(job: ExportJob) -> ExportResult:
             engines = compare_engines(path, data.test_x, data.test_y, ("openvino", "openvino-bf16"), quantized)
     counts = count_model(model.float(), input_shape)
     script = write_predict_script(out_dir, path, data.classes, input_shape)
-    memory = memory_at_stored_bits(model.float(), input_shape, sidecar.get("quant") or {}, parent.spec, parent.structure)
+    memory = record_network_figures(job, path, model)
+    sidecar = read_sidecar(path)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],
                             predict_script=script, engines=engines, memory=memory)

@@ -21,6 +21,7 @@ from slimbench.export.stage import (
     ExportJob,
     ExportResult,
     file_accuracies,
+    record_network_figures,
     register_format,
     without_split_figures,
 )
@@ -29,7 +30,6 @@ from slimbench.measure import count_model
 from slimbench.measure.counts import scored_nonzero
 from slimbench.measure.engines import engine_logits
 from slimbench.measure.latency import measure_latency, measure_litert_latency
-from slimbench.measure.summary import memory_at_stored_bits
 from slimbench.runtimes.litert import export_tflite, tflite_io
 from slimbench.runtimes.onnx import compare_logits
 
@@ -73,7 +73,6 @@ def write_tflite(job: ExportJob) -> ExportResult:
                "nonzero_params": scored_nonzero(model, quant, parent.lineage, parent.masks), "macs": counts.macs,
                "io": tflite_io(path)}
     write_sidecar(path, parent, quant, list(parent.lineage), str(job.checkpoint), metrics)
-    sidecar = read_sidecar(path)
     timings = []
     if job.options.get("latency"):
         timings = [measure_latency(model, 1, job.input_shape, repeats=30),
@@ -81,10 +80,10 @@ def write_tflite(job: ExportJob) -> ExportResult:
     script = write_tflite_predict_script(job.out_dir, path, data.classes, job.input_shape)
     engines = [{"engine": "litert", "precision": "as exported", "images": accuracy["test_images"],
                 "test_acc": accuracy["test_acc"], "correct": accuracy["test_correct"], "faithful": True, "note": ""}]
-    card = write_model_card(job.out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings,
+    memory = record_network_figures(job, path, model)
+    card = write_model_card(job.out_dir / "MODEL_CARD.md", path, read_sidecar(path), counts, parity, timings,
                             job.options.get("commands") or [], predict_script=script, engines=engines,
-                            runtime="LiteRT",
-                            memory=memory_at_stored_bits(model, job.input_shape, quant or {}, parent.spec, parent.structure))
+                            runtime="LiteRT", memory=memory)
     return ExportResult(path=path, card=card, parity=parity, extra_files=[script])
 
 

@@ -63,8 +63,14 @@ class MeasurementWarning(UserWarning):
 def memory_of(model_or_checkpoint: str | Path) -> dict[str, int] | None:
     """Flash and batch-1 peak RAM (bytes) of a model artifact or exported file, at its stored bits; None, with a
     MeasurementWarning naming the file and the reason, when it cannot be measured (an export whose source
-    checkpoint is gone, a network torch.fx cannot trace)."""
+    checkpoint is gone, a network torch.fx cannot trace). An export's own sidecar figures come first."""
     try:
+        if is_exported_file(model_or_checkpoint):
+            from slimbench.artifact import read_sidecar
+
+            recorded = read_sidecar(model_or_checkpoint).get("metrics") or {}
+            if "flash_bytes" in recorded and "peak_ram_bytes" in recorded:
+                return {"flash_bytes": int(recorded["flash_bytes"]), "peak_ram_bytes": int(recorded["peak_ram_bytes"])}
         memory = measure(model_or_checkpoint)["memory"]
     except (FileNotFoundError, SlimbenchError) as exc:
         memory = {"error": str(exc)}

@@ -158,7 +158,8 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule,
     w is the non-zero parameter count and f the MACs of the model as stored, so pruning already shows in
     them (``measured_on="pruned"``); the pruning ratios are read from the lineage for the record only.
     ``source``: for an exported file under a rule that counts operations on the network, the model it was
-    exported from where it is now (its sidecar names where it was); its lineage must be the export's.
+    exported from where it is now (its sidecar names where it was); its lineage must be the export's. Exports
+    whose sidecar records the network's MicroNet counts (every export since they were added) need none.
     """
     from slimbench.artifact import is_exported_file, load_model
     from slimbench.measure import count_model
@@ -172,7 +173,10 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule,
         if "nonzero_params" not in metrics or "macs" not in metrics:
             raise ConfigError(f"{path}: its sidecar records no parameter or MAC counts; re-export it")
         w, f = float(metrics["nonzero_params"]), float(metrics["macs"])
-        if rule.op_counting == "micronet-ops":  # operations are counted on the network itself
+        recorded_network = "micronet_params" in metrics and "micronet_ops" in metrics
+        if rule.op_counting == "micronet-ops" and source is None and recorded_network:
+            w, f = float(metrics["micronet_params"]), float(metrics["micronet_ops"])  # counted at export
+        elif rule.op_counting == "micronet-ops":  # operations are counted on the network itself
             recorded = Path(sidecar.get("source_checkpoint") or "")
             source = Path(source) if source is not None else recorded
             if not source.is_file():
