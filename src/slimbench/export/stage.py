@@ -134,7 +134,8 @@ def file_accuracies(job: ExportJob, engine: str, path: Path, batch_size: int) ->
     return result
 
 
-def record_network_figures(job: ExportJob, path: Path, model: nn.Module) -> dict[str, Any]:
+def record_network_figures(path: Path, checkpoint: Path, model: nn.Module, parent: Artifact,
+                           input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Flash, peak RAM and the MicroNet counts of the network ``path`` was exported from, added to its sidecar;
     returns the memory report for the card.
 
@@ -144,9 +145,8 @@ def record_network_figures(job: ExportJob, path: Path, model: nn.Module) -> dict
     from slimbench.score.formula import micronet_inputs
 
     quant = read_sidecar(path).get("quant") or {}
-    parent = job.parent
-    memory = memory_at_stored_bits(model.float(), job.input_shape, quant, parent.spec, parent.structure)
-    source_model, _ = load_model(job.checkpoint)  # as the scorer loads it, so both count the same network
+    memory = memory_at_stored_bits(model.float(), input_shape, quant, parent.spec, parent.structure)
+    source_model, _ = load_model(checkpoint)  # as the scorer loads it, so both count the same network
     micronet_params, micronet_ops = micronet_inputs(source_model.float(), quant)
     figures: dict[str, Any] = {"micronet_params": micronet_params, "micronet_ops": micronet_ops}
     if "peak_ram_bytes" in memory:
@@ -217,7 +217,7 @@ def _write_onnx(job: ExportJob) -> ExportResult:
             engines = compare_engines(path, data.test_x, data.test_y, ("openvino", "openvino-bf16"), quantized)
     counts = count_model(model.float(), input_shape)
     script = write_predict_script(out_dir, path, data.classes, input_shape)
-    memory = record_network_figures(job, path, model)
+    memory = record_network_figures(path, checkpoint, model, parent, input_shape)
     sidecar = read_sidecar(path)
     extra.append(script)
     card = write_model_card(out_dir / "MODEL_CARD.md", path, sidecar, counts, parity, timings, commands or [],

@@ -80,7 +80,7 @@ def write_tflite(job: ExportJob) -> ExportResult:
     script = write_tflite_predict_script(job.out_dir, path, data.classes, job.input_shape)
     engines = [{"engine": "litert", "precision": "as exported", "images": accuracy["test_images"],
                 "test_acc": accuracy["test_acc"], "correct": accuracy["test_correct"], "faithful": True, "note": ""}]
-    memory = record_network_figures(job, path, model)
+    memory = record_network_figures(path, job.checkpoint, model, parent, job.input_shape)
     card = write_model_card(job.out_dir / "MODEL_CARD.md", path, read_sidecar(path), counts, parity, timings,
                             job.options.get("commands") or [], predict_script=script, engines=engines,
                             runtime="LiteRT", memory=memory)
