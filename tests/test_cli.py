@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from slimbench.cli import app
@@ -106,6 +107,17 @@ def test_a_moved_distilled_run_resumes_with_its_teacher_named(tmp_path):
     assert wrong.returncode == 2 and "nowhere.pt, does not exist" in wrong.stderr, wrong.stderr
     alone = slimbench("train", "--dataset", "synthetic", "--teacher", str(tmp_path / "teacher.pt"))
     assert alone.returncode == 2 and "--teacher goes with --resume" in alone.stderr, alone.stderr
+    # a relative --teacher is stored resolved, so that a resume from another directory finds it
+    moved = runner.invoke(app, ["train", "--resume", str(runs_root / "r"), "--epochs", "4", "--no-progress",
+                                "--teacher", os.path.relpath(tmp_path / "teacher.pt")])
+    assert moved.exit_code == 0, moved.output
+    stored = yaml.safe_load((runs_root / "r" / "config.yaml").read_text())["distill"]["teacher"]
+    assert stored == str((tmp_path / "teacher.pt").resolve())
+    plain = runner.invoke(app, ["train", "--dataset", "synthetic", "--epochs", "1", "--name", "p", "--no-progress",
+                                "--set", "model.width=0.25", "--set", "data.val_size=64", "--runs-root", str(runs_root)])
+    assert plain.exit_code == 0, plain.output
+    stray = slimbench("train", "--resume", str(runs_root / "p"), "--teacher", str(tmp_path / "teacher.pt"))
+    assert stray.returncode == 2 and "this run does not distil" in stray.stderr, stray.stderr
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])

@@ -135,23 +135,27 @@ def resume_training(
     """Continue a run from its ``last.pt`` with its saved config; only the number of epochs may change.
 
     ``teacher``: the distillation teacher's file where it is now, for a run directory that was moved from where
-    it was made (its config names the old path).
+    it was made (its config names the old path). It is written into the run's config as an absolute path.
     """
     path = Path(run_dir)
     if not (path / "last.pt").exists():
         raise CheckpointError(f"{path}: no last.pt to resume from")
     config = validate(TrainConfig, read_yaml(path / "config.yaml"), str(path / "config.yaml"))
-    if teacher is not None and config.distill is not None and not Path(teacher).exists():
-        raise CheckpointError(f"{path}: the teacher named with --teacher, {teacher}, does not exist")
-    if config.distill is not None and teacher is None and not Path(config.distill.teacher).exists():
-        raise CheckpointError(f"{path}: its distillation teacher {config.distill.teacher} does not exist; name the "
-                              f"file where it is now (`slimbench train --resume {path} --teacher PATH`)")
     changes: dict[str, Any] = {}
+    if teacher is not None and config.distill is None:
+        raise ConfigError(f"{path}: --teacher names a distillation teacher, and this run does not distil")
+    if config.distill is not None:
+        named = teacher is not None
+        chosen = Path(teacher).resolve() if named else Path(config.distill.teacher)
+        if not chosen.exists():
+            raise CheckpointError(f"{path}: the teacher named with --teacher, {teacher}, does not exist" if named else
+                                  f"{path}: its distillation teacher {config.distill.teacher} does not exist; name the "
+                                  f"file where it is now (`slimbench train --resume {path} --teacher PATH`)")
+        if str(chosen) != config.distill.teacher:
+            # written back so that the next resume (and the interruption hint) need no --teacher again
+            changes["distill"] = config.distill.model_copy(update={"teacher": str(chosen)})
     if epochs is not None and epochs != config.epochs:
         changes["epochs"] = epochs
-    if teacher is not None and config.distill is not None and str(teacher) != config.distill.teacher:
-        # written back so that the next resume (and the interruption hint) need no --teacher again
-        changes["distill"] = config.distill.model_copy(update={"teacher": str(teacher)})
     if changes:
         config = config.model_copy(update=changes)
         atomic_write(path / "config.yaml", dump_yaml(config).encode())
