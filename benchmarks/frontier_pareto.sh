@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
+'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more/model.pt'
+'its ONNX export (s31, ft12 +8)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more-onnx/model.lowbit.onnx'
+'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15/model.pt'
+'its ONNX export (s31, ft12)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-onnx/model.lowbit.onnx'
+'KD parent: 30% + 70% sparse, 12 ep, fp32 (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12/model.pt'
 'KD parent: 30% + 70% sparse + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-w4a4-e15-more/model.pt'
 'its ONNX export (s31)=benchmarks/results/frontier-strongkd/sparse70-w4a4-e15-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/sparse70-w4a4-e15-more/model.pt'
 'KD parent: 30% + 70% sparse + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-w4a4-e15/model.pt'
