@@ -1,10 +1,13 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-30).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-32).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
+'BEST: KD parent: 30% + 40->70% sparse during w4a4, 15+8 ep (s32)=benchmarks/results/best/model.pt'
+'its ONNX export (s32, best)=benchmarks/results/best/model.lowbit.onnx'
+'KD parent: 30% + 40->70% sparse during w4a4, 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70/model.pt'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more/model.pt'
 'its ONNX export (s31, ft12 +8)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more-onnx/model.lowbit.onnx'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15/model.pt'

@@ -182,7 +182,12 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         names = [r["experiment"] for r in shown]
         front, front_label = plotted_front(points, [bool(r.get("eligible")) for r in shown]) if points else ([], "")
         labels, key_lines = point_labels(points, names, front, max_named)
-        fig, ax = plt.subplots(figsize=(11, 6) if key_lines else (7.5, 5))
+        if key_lines:  # one column beside the axes; the figure grows to hold it (monospace, 6 pt, 1.25 lines)
+            key_width = max(map(len, key_lines)) * 0.6 * 6 / 72 + 0.4
+            figsize = (7.5 + key_width, max(5.0, len(key_lines) * 1.25 * 6 / 72 + 1.8))
+        else:
+            figsize = (7.5, 5.0)
+        fig, ax = plt.subplots(figsize=figsize)
         if points:
             # below the accuracy line a model is not a candidate: hollow, so the eye finds the eligible ones
             for eligible, legend in ((True, "this study"), (False, "this study, below the accuracy line")):
@@ -208,12 +213,8 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         taken = _marker_boxes(ax, [*points, *ref_points])
         _label_points(ax, points, labels, taken=taken)
         if key_lines:
-            columns = -(-len(key_lines) // 45)  # about 45 lines fit the figure's height at this size
-            per_column = -(-len(key_lines) // columns)
-            for c in range(columns):
-                ax.text(1.02 + 0.55 * c, 1.0, "\n".join(key_lines[c * per_column:(c + 1) * per_column]),
-                        transform=ax.transAxes, va="top", ha="left", fontsize=6, family="monospace")
-            ax.text(1.02, -0.02, "* on the Pareto front", transform=ax.transAxes, va="top", fontsize=6)
+            ax.text(1.02, 1.0, "\n".join([*key_lines, "", "  * on the Pareto front"]), transform=ax.transAxes,
+                    va="top", ha="left", fontsize=6, family="monospace", linespacing=1.25)
         _label_points(ax, ref_points, [r["name"].split(" (")[0] for r in shown_refs], fontsize=6, color="dimgray",
                       taken=taken)
         # below the axes, where it can never hide a point
