@@ -180,7 +180,6 @@ def _write_onnx(job: ExportJob) -> ExportResult:
         config = (quantize_config or QuantizeConfig()).model_copy(update={"mode": "int8"})
         result = quantize(checkpoint, config, out_dir, dataset=data)
         path = result.path
-        sidecar = read_sidecar(path)
         parity = result.metrics["parity"]
         extra.append(out_dir / "model.float.onnx")
     else:
@@ -204,7 +203,6 @@ def _write_onnx(job: ExportJob) -> ExportResult:
         write_sidecar(path, parent, quant, list(parent.lineage), str(checkpoint),
                       {**without_split_figures(parent.metrics), **accuracy, "parity": parity, "params": counts.params,
                        "nonzero_params": scored_nonzero(model, quant, parent.lineage, parent.masks), "macs": counts.macs})
-        sidecar = read_sidecar(path)
     timings = []
     engines: list[dict[str, Any]] | None = None
     if latency:
