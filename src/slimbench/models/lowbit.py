@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -88,6 +89,30 @@ def snap_weights(model: nn.Module) -> dict[str, torch.Tensor]:
         if is_lowbit(module):
             state[f"{name}.weight"] = module.quant_weight().value.detach().clone()
     return state
+
+
+def load_state_in_place(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """``model.load_state_dict(state)`` after which every parameter is the same object, on the same device.
+
+    Loading a state into a Brevitas layer rebuilds its quantizers: their learned step sizes come back as new
+    Parameter objects, on the state's device. An optimiser that holds the old ones then no longer trains the
+    step sizes (silently, on every device), and a model on a GPU holds CPU tensors. So the loaded values are
+    copied into the parameters that were there, and the rebuilt quantizers' buffers go back to the model's device.
+    """
+    before = dict(model.named_parameters())
+    device = next(iter(before.values())).device if before else None
+    model.load_state_dict(state)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, loaded in list(model.named_parameters()):
+            kept = before.get(name)
+            if kept is None or kept is loaded:
+                continue
+            kept.copy_(loaded)
+            owner, _, leaf = name.rpartition(".")
+            modules[owner]._parameters[leaf] = kept
+    if device is not None:
+        model.to(device)
 
 
 def apply_lowbit(model: nn.Module, layers: dict[str, dict[str, Any]], source: str = "artifact") -> nn.Module:

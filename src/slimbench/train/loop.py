@@ -46,7 +46,7 @@ from slimbench.measure.accuracy import (
     resolve_precision,
 )
 from slimbench.models import build_model, count_parameters
-from slimbench.models.lowbit import snap_weights
+from slimbench.models.lowbit import load_state_in_place, snap_weights
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.sparsity.select import select_layers
 from slimbench.sparsity.unstructured import (
@@ -390,7 +390,7 @@ class _Trainer:
         resume = payload.get("resume")
         if not isinstance(resume, dict):
             raise CheckpointError(f"{path}: has no resume state")
-        self.model.load_state_dict(artifact.state)
+        load_state_in_place(self.model, artifact.state)
         self.optimizer.load_state_dict(resume["optimizer"])
         if self.ema and resume["ema"] is not None:
             self.ema.load_state_dict(resume["ema"])
@@ -566,16 +566,16 @@ class _Trainer:
         if self.eval_channels_last and not self.channels_last:
             model = copy.deepcopy(self.model)
             if state is not None:
-                model.load_state_dict(state)
+                load_state_in_place(model, state)
             return evaluate(model.to(memory_format=torch.channels_last), x, y, classes, channels_last=True)
         if state is None:
             return evaluate(self.model, x, y, classes, channels_last=self.channels_last)
         backup = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.model.load_state_dict(state)
+        load_state_in_place(self.model, state)
         try:
             return evaluate(self.model, x, y, classes, channels_last=self.channels_last)
         finally:
-            self.model.load_state_dict(backup)
+            load_state_in_place(self.model, backup)
 
     # ---- driver --------------------------------------------------------------------------------
     def run(self, resume: bool, progress: bool, on_epoch: EpochCallback | None) -> TrainResult:
@@ -651,11 +651,11 @@ class _Trainer:
         if use_best:
             chosen = load_artifact(self.run_dir / "best.pt")
             selected_epoch = self.best_epoch
-            self.model.load_state_dict(chosen.state)
+            load_state_in_place(self.model, chosen.state)
         else:
             selected_epoch = self.history[-1]["epoch"]
             if self.ema:
-                self.model.load_state_dict(self.ema.state_dict())
+                load_state_in_place(self.model, self.ema.state_dict())
         final_test = self._evaluation(self.dataset.test_x, self.dataset.test_y, None)
         metrics: dict[str, Any] = {
             "selection": "best validation accuracy, ties to the lower validation loss" if use_best else "last epoch",
