@@ -6,9 +6,12 @@ stage's ``finetune`` overrides on top, optionally distilling from a teacher arti
 
 from __future__ import annotations
 
+import filecmp
 import json
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from slimbench.config import validate
 from slimbench.data import ImageDataset
@@ -44,7 +47,8 @@ def _finetune(
 
     if (run_dir / "model.pt").exists():
         return run_dir / "model.pt", json.loads((run_dir / "metrics.json").read_text())
-    if (run_dir / "last.pt").exists():
+    if (run_dir / "last.pt").exists():  # the teacher where it is now (a moved study names it elsewhere)
+        teacher = teacher or (overrides.get("distill") or {}).get("teacher")
         result = resume_training(run_dir, progress=progress, dataset=dataset, store=store, teacher=teacher)
         return run_dir / "model.pt", result.metrics
     settings = {key: value for key, value in base.items() if key not in ("name", "init_from", "distill")}
@@ -55,3 +59,22 @@ def _finetune(
     config = validate(TrainConfig, settings, "finetune")
     result = train(config, run_dir=run_dir, progress=progress, dataset=dataset, store=store)
     return run_dir / "model.pt", result.metrics
+
+
+def same_stage_config(previous: BaseModel, config: BaseModel) -> bool:
+    """Whether a stage's saved config and this one describe the same run. A distillation teacher named by another
+    path still counts as the same when the file there holds the same bytes or is gone: a study moved, or run
+    from another checkout, names its teacher where it is now."""
+    if previous == config:
+        return True
+    before, now = previous.model_dump(), config.model_dump()
+    teachers = [_pop_teacher(before), _pop_teacher(now)]
+    if None in teachers or before != now:
+        return False
+    old, new = (Path(t) for t in teachers)
+    return not old.exists() or (new.exists() and filecmp.cmp(old, new, shallow=False))
+
+
+def _pop_teacher(config: dict[str, Any]) -> str | None:
+    distill = (config.get("finetune") or {}).get("distill") or {}
+    return distill.pop("teacher", None)

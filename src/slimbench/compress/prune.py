@@ -30,7 +30,7 @@ from slimbench.artifact import (
     save_artifact,
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
-from slimbench.compress.finetune import finetune
+from slimbench.compress.finetune import finetune, same_stage_config
 from slimbench.compress.structured import prune_structured, resolve_round_to
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
@@ -183,7 +183,7 @@ def prune(
     fresh = not saved.exists()
     if saved.exists():
         previous = validate(PruneConfig, read_yaml(saved), str(saved))
-        if previous != config:
+        if not same_stage_config(previous, config):
             raise ConfigError(f"{path} holds a pruning run with another config: choose another directory")
     path.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, dump_yaml(config).encode())

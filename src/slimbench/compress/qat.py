@@ -40,7 +40,7 @@ from slimbench.artifact import (
     save_artifact,
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
-from slimbench.compress.finetune import finetune
+from slimbench.compress.finetune import finetune, same_stage_config
 from slimbench.compress.quantize import QuantizeConfig, QuantizeResult, quantize_step
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
@@ -219,7 +219,7 @@ def quantize_aware_training(checkpoint: str | Path, config: QuantizeConfig, out_
                                "start QAT from its float parent")
     masks = parent_masks(parent, checkpoint, config.masks_from)
     saved = out_dir / "quantize.yaml"
-    if saved.exists() and validate(QuantizeConfig, read_yaml(saved), str(saved)) != config:
+    if saved.exists() and not same_stage_config(validate(QuantizeConfig, read_yaml(saved), str(saved)), config):
         raise ConfigError(f"{out_dir} holds a quantization run with another config: choose another directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(saved, dump_yaml(config).encode())
