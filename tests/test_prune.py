@@ -321,3 +321,27 @@ def test_a_pruning_step_masks_what_it_zeroed_and_keeps_earlier_zeros_as_they_wer
     lineage = [{"stage": "prune", "metrics": {"sparse_params": ["b.weight"]}}]
     assert pruning_masks(after, lineage, None)["b.weight"].tolist() == [True, False]
     assert pruning_masks(after, lineage, earlier)["a.weight"].tolist() == [False, True, True, True]
+
+
+def test_a_stage_config_names_its_teacher_where_it_is_now(tmp_path):
+    """A study moved, or run from another checkout, names its teacher by another path: the saved prune or quantize
+    config is still the same run when that file holds the same bytes or is gone, and another run otherwise."""
+    from slimbench.compress import QuantizeConfig
+    from slimbench.compress.finetune import same_stage_config
+
+    here, there, other = tmp_path / "here.pt", tmp_path / "there.pt", tmp_path / "other.pt"
+    here.write_bytes(b"teacher")
+    there.write_bytes(b"teacher")
+    other.write_bytes(b"another teacher")
+
+    def qat(teacher, epochs=40):
+        return QuantizeConfig(mode="qat", finetune={"epochs": epochs, "distill": {"teacher": str(teacher)}})
+
+    assert same_stage_config(qat(here), qat(there))
+    assert not same_stage_config(qat(here), qat(other))
+    assert not same_stage_config(qat(here), qat(there, epochs=15))
+    assert same_stage_config(qat(tmp_path / "gone.pt"), qat(there))
+    assert not same_stage_config(qat(here), QuantizeConfig(mode="qat", finetune={"epochs": 40}))
+    ramp = {"finetune": {"epochs": 4, "distill": {"teacher": str(here)}}}
+    assert same_stage_config(PruneConfig(**ramp), PruneConfig(**{"finetune": {**ramp["finetune"],
+                                                                             "distill": {"teacher": str(there)}}}))

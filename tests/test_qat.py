@@ -362,3 +362,63 @@ def test_progressive_qat_from_an_artifact_without_masks_takes_them_from_its_floa
     assert set(masks) == set(expected) and all(torch.equal(masks[n], expected[n]) for n in expected)
     grid_zeros = sum(int(((recorded.state[n] == 0) & expected[n]).sum()) for n in expected)
     assert grid_zeros > 0  # the zeros of the 4-bit parent would have taken these for pruned weights
+
+
+def test_loading_a_state_keeps_the_step_sizes_trained_and_on_the_models_device(w4a4):
+    """Brevitas rebuilds a layer's quantizers when a state is loaded into it: every learned step size becomes a new
+    Parameter on the state's device. load_state_in_place keeps the parameters an optimiser holds, on the model's
+    device (meta stands in for a GPU here: a tensor left on the CPU shows)."""
+    from slimbench.models.lowbit import load_state_in_place
+
+    model, artifact = load_model(w4a4.path)
+    plain = dict(model.named_parameters())
+    model.load_state_dict(artifact.state)
+    assert [n for n, p in model.named_parameters() if p is not plain[n]]  # why the helper exists
+    kept = dict(model.named_parameters())
+    steps = [p for n, p in kept.items() if "_quant." in n]
+    with torch.no_grad():
+        for p in steps:
+            p.mul_(2)
+    load_state_in_place(model, artifact.state)
+    assert all(p is kept[n] for n, p in model.named_parameters())
+    assert all(torch.equal(p, artifact.state[n]) for n, p in model.named_parameters())  # the values loaded
+    on_meta = model.to("meta")
+    with pytest.warns(UserWarning):  # copying into meta tensors is a no-op, which torch says
+        load_state_in_place(on_meta, artifact.state)
+    assert {t.device.type for t in [*on_meta.parameters(), *on_meta.buffers()]} == {"meta"}
+
+
+def test_a_resumed_or_averaged_low_bit_run_keeps_training_its_step_sizes(tmp_path, w4a4, synthetic):
+    """Resuming loads last.pt into the model, and weight averaging loads the average for each evaluation: the step
+    sizes must stay the optimiser's, or the epochs after a load train the weights alone."""
+    from slimbench.train import TrainConfig, TrainingInterrupted, resume_training, train
+
+    def config(**changes):
+        return TrainConfig.model_validate({
+            "model": {"model": "resnet20", "width": 0.5}, "epochs": 2, "batch_size": 64, "init_from": str(w4a4.path),
+            "data": {"name": "synthetic", "val_size": 64}, "optimizer": {"lr": 0.05}, **changes})
+
+    def steps(path):
+        return {n: t for n, t in load_artifact(path).state.items() if n.endswith("scaling_impl.value")}
+
+    after_first = {}
+
+    def keep_first(record):
+        if record["epoch"] == 1:
+            after_first.update(steps(tmp_path / "ema" / "last.pt"))
+
+    train(config(ema_decay=0.9), run_dir=tmp_path / "ema", progress=False, dataset=synthetic, on_epoch=keep_first)
+    after_second = steps(tmp_path / "ema" / "last.pt")
+    assert after_first and all(not torch.equal(after_first[n], after_second[n]) for n in after_first)
+
+    straight = train(config(), run_dir=tmp_path / "a", progress=False, dataset=synthetic)
+
+    def stop_after_one(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(config(), run_dir=tmp_path / "b", progress=False, dataset=synthetic, on_epoch=stop_after_one)
+    resumed = resume_training(tmp_path / "b", progress=False, dataset=synthetic)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert all(torch.equal(t, steps(tmp_path / "a" / "last.pt")[n]) for n, t in steps(tmp_path / "b" / "last.pt").items())
