@@ -36,7 +36,7 @@ demo: install
 	$(VENV)/bin/slimbench demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
