@@ -74,3 +74,30 @@ def test_sparse_size_pays_only_when_sparse_enough():
 
     assert sparse_storage_bytes(8000, 8000, 8) > storage_bytes(8000, 8)  # dense: the mask is pure overhead
     assert sparse_storage_bytes(8000, 2000, 8) == 1000 + 2000 < storage_bytes(8000, 8)
+
+
+def test_stored_precision_evaluation_runs_fp32_without_tf32():
+    """cuDNN runs fp32 convolutions in TF32 by default on recent GPUs: a stored-precision evaluation switches that
+    off while it runs (and only then), on every device."""
+    from slimbench.measure.accuracy import evaluate
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 4 * 4, 10)
+
+        def forward(self, x):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return self.fc(x.flatten(1))
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        evaluate(Probe(), torch.zeros(4, 3, 4, 4, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), 10,
+                 batch_size=2, channels_last=False)
+        assert seen == [(False, False)] * 2
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

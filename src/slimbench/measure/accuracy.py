@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +65,20 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 EVAL_PRECISIONS = ("stored", "bf16", "fp16")
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """fp32 convolutions and matrix products in fp32, not TF32. PyTorch lets cuDNN run fp32 convolutions in TF32 (a
+    10-bit mantissa) by default on recent GPUs: a stored-precision accuracy must not depend on that, least of all
+    a low-bit model's, whose quantizers round at step boundaries (the same 3-bit weights scored 88.95% on a lent
+    H200 with TF32 allowed and 89.20% on a CPU in fp32; BENCHMARKS section 33)."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 class _RoundOutputs:
@@ -138,7 +152,7 @@ def evaluate(
     for start in range(0, len(images), batch_size):
         x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last)
         y = labels[start:start + batch_size].to(device)
-        with autocast(device, precision):
+        with autocast(device, precision), full_fp32() if precision == "stored" else contextlib.nullcontext():
             logits = forward(x)
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         pred = logits.argmax(1).cpu()
