@@ -101,3 +101,13 @@ def test_stored_precision_evaluation_runs_fp32_without_tf32():
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_a_low_bit_models_precision_reads_its_mean_bits_to_two_decimals():
+    from types import SimpleNamespace
+
+    from slimbench.measure.report import stored_precision
+
+    mixed = SimpleNamespace(quant={"mode": "qat", "weight_bits": 3.23179411734234, "activation_bits": 4.0})
+    assert stored_precision(mixed) == "w3.23a4 (its quantizers, fp32 arithmetic)"
+    assert stored_precision(SimpleNamespace(quant=None)) == "fp32"

@@ -61,7 +61,9 @@ def stored_precision(artifact: Any) -> str:
     if mode in ("fp16", "bf16"):
         return f"{mode} (stored weights, layer outputs rounded to {mode})"
     if mode == "qat":
-        return f"w{quant.get('weight_bits')}a{quant.get('activation_bits')} (its quantizers, fp32 arithmetic)"
+        bits = [quant.get(k) for k in ("weight_bits", "activation_bits")]  # averages over layers: 3.23, not 3.2317...
+        w, a = (f"{round(b, 2):g}" if isinstance(b, float) else b for b in bits)
+        return f"w{w}a{a} (its quantizers, fp32 arithmetic)"
     return "fp32"
 
 
