@@ -1,0 +1,4 @@
+import sys
+from slimbench.cli import main
+sys.argv[0] = "slimbench"
+main()
