@@ -176,6 +176,8 @@ def test_qat_exports_as_integer_qdq_with_parity(tmp_path, w4a4, synthetic):
     assert max(len(set(w.reshape(w.shape[0], -1)[0].tolist())) for w in int_weights) <= 255
     inputs, _ = inputs_from_artifact(result.path, load_rule("brief"))
     assert inputs.max_bits == pytest.approx(load_artifact(w4a4.path).quant["op_bits"])
+    card = (result.path.parent / "MODEL_CARD.md").read_text()
+    assert f"{int(inputs.w):,} " in card.split("- Parameters:")[1].splitlines()[0]  # the card names the score's w
     with pytest.raises(ExportError, match="own bit"):
         export(w4a4.path, tmp_path / "x", precision="int8", dataset=synthetic, latency=False)
 

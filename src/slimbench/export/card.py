@@ -115,6 +115,14 @@ def _run_it(model_file: Path, script: Path | None, runtime: str) -> list[str]:
             f"From Python: `from predict import classify, logits`. Keep `{script.name}` beside `{model_file.name}`.", ""]
 
 
+def _kept_line(scored: int, nonzero: int) -> str:
+    """The score's w beside the non-zero count when they differ: a low-bit grid rounds some kept weights to zero
+    (stored levels, counted in w), and a kept weight can be exactly zero."""
+    if scored == nonzero:
+        return f"{nonzero:,} non-zero, the score's w"
+    return f"{scored:,} kept by pruning, the score's w; {nonzero:,} of them non-zero"
+
+
 def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], counts: ModelCounts,
                      parity: dict[str, Any], timings: list[Latency], commands: list[str],
                      predict_script: Path | None = None, engines: list[dict[str, Any]] | None = None,
@@ -137,8 +145,8 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         f"- Architecture: `{json.dumps(sidecar.get('spec'))}`"
         + (f", {len(sidecar['structure'])} layers resized by structured pruning" if sidecar.get("structure") else ""),
         f"- File: `{model_file.name}`, {model_file.stat().st_size:,} bytes, " + _io_line(metrics.get("io"), counts),
-        f"- Parameters: {counts.params:,} ({counts.nonzero_params:,} non-zero); MACs per image: {counts.macs:,} "
-        f"(rule {counts.rule})",
+        f"- Parameters: {counts.params:,} ({_kept_line(int(w), counts.nonzero_params)}); MACs per image: "
+        f"{counts.macs:,} (rule {counts.rule})",
         f"- Bits: weights {qw:.3g}, activations {qa:.3g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
                                                           if quant else "") + (f". {quant['note']}" if quant.get("note") else ""),
         f"- Accuracy: validation {_pct(metrics.get('val_acc'))}, test {_pct(test_acc)} "
