@@ -629,3 +629,53 @@ def test_distinct_labels_grow_only_where_paths_collide():
     assert distinct_labels(paths) == ["frontier-long/w4a4/model.pt", "frontier-airnet/w4a4/model.pt",
                                       "best/model.onnx", "frontier-long/w4a4/model.pt"]
     assert distinct_labels([Path("/model.pt")]) == ["model.pt"]
+
+
+def test_keep_copies_a_finished_experiments_result_and_nothing_to_resume_from(tmp_path, synthetic):
+    from slimbench.artifact import load_artifact
+    from slimbench.study import keep_experiment
+
+    _run(tmp_path, synthetic)
+    study_file = tmp_path / "two.yaml"
+    study_file.write_text(yaml.safe_dump(TWO))
+    runner = CliRunner()
+    kept = runner.invoke(app, ["study", "keep", str(study_file), "base", str(tmp_path / "kept"),
+                               "--out", str(tmp_path / "study")])
+    assert kept.exit_code == 0, kept.output
+    files = {p.name for p in (tmp_path / "kept").iterdir()}
+    # the pruned model, with the prune config and metrics (no fine-tune in this stage: no run files)
+    assert files == {"model.pt", "prune.yaml", "metrics.json"}
+    assert load_artifact(tmp_path / "kept" / "model.pt").lineage[-1]["stage"] in ("prune", "train")
+    export = runner.invoke(app, ["study", "keep", str(study_file), "student", str(tmp_path / "onnx"),
+                                 "--out", str(tmp_path / "study")])
+    assert export.exit_code == 0, export.output
+    assert {"model.onnx", "model.json", "MODEL_CARD.md", "predict.py"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
+    # the same directory read by a study whose base ends at its train stage (same stage key): the run's files
+    train_only = {**TWO, "experiments": [{**TWO["experiments"][0], "stages": TWO["experiments"][0]["stages"][:1]}]}
+    written = keep_experiment(Study.model_validate(train_only), tmp_path / "study", "base", tmp_path / "trained")
+    names = {p.name for p in written}
+    assert {"model.pt", "metrics.json", "config.yaml", "log.jsonl", "curves.png"} <= names
+    assert not names & {"last.pt", "best.pt", "done.json"}
+
+    again = runner.invoke(app, ["study", "keep", str(study_file), "base", str(tmp_path / "kept"),
+                                "--out", str(tmp_path / "study")])
+    assert again.exit_code != 0 and "exists" in str(again.exception) and "--replace" in str(again.exception)
+    (tmp_path / "kept" / "note.txt").write_text("mine")
+    replaced = runner.invoke(app, ["study", "keep", str(study_file), "base", str(tmp_path / "kept"), "--replace",
+                                   "--out", str(tmp_path / "study")])
+    assert replaced.exit_code == 0 and not (tmp_path / "kept" / "note.txt").exists()
+    unknown = runner.invoke(app, ["study", "keep", str(study_file), "nobody", str(tmp_path / "x"),
+                                  "--out", str(tmp_path / "study")])
+    assert unknown.exit_code != 0 and "no experiment named nobody" in str(unknown.exception)
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.keeping-*"))
+
+
+def test_keep_refuses_an_unfinished_experiment(tmp_path, synthetic, interrupt_next_training):
+    from slimbench.study import keep_experiment
+    from slimbench.train import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted):
+        _run(tmp_path, synthetic, only=["base"])
+    with pytest.raises(ConfigError, match="base is not finished: its prune stage is pending"):
+        keep_experiment(Study.model_validate(TWO), tmp_path / "study", "base", tmp_path / "kept")
+    assert not (tmp_path / "kept").exists()

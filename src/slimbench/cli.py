@@ -746,6 +746,23 @@ def study_status_(
     console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no stages")
 
 
+@study_app.command("keep")
+def study_keep(
+    study_file: Annotated[Path, typer.Argument(help="Study YAML the directory was run from.")],
+    experiment: Annotated[str, typer.Argument(help="The experiment (row) whose result to keep.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write (benchmarks/results/..., say).")],
+    out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/NAME).")] = None,
+    replace: Annotated[bool, typer.Option(help="Replace DEST if it exists.")] = False,
+) -> None:
+    """Copy an experiment's finished result into a folder: its model (or export with card and predict.py), its
+    stage config and metrics, and the config, epoch log and curves of the run that trained it; no resume state."""
+    from slimbench.study import keep_experiment, load_study
+
+    study = load_study(study_file)
+    files = keep_experiment(study, out or _study_dir(study.name, False), experiment, dest, replace=replace)
+    console.print(f"kept {experiment} in {dest}: {', '.join(p.name for p in files)}", soft_wrap=True)
+
+
 @study_app.command("merge")
 def study_merge(
     study_file: Annotated[Path, typer.Argument(help="Study YAML the directories were run from.")],
