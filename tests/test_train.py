@@ -58,6 +58,8 @@ def test_resume_equals_uninterrupted(tmp_path, synthetic):
     resumed = resume_training(tmp_path / "b", progress=False, dataset=synthetic)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert resumed.metrics["test_acc"] == straight.metrics["test_acc"]
+    assert [h["epoch"] for h in resumed.history if h.get("resumed")] == [3]  # the log marks where it resumed
+    assert not any(h.get("resumed") for h in straight.history)
 
 
 def test_a_fine_tune_resumes_without_its_parent_file(tmp_path, synthetic):

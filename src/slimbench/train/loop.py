@@ -594,6 +594,8 @@ class _Trainer:
                 for epoch in range(self.start_epoch, self.cfg.epochs):
                     bar.start_epoch(epoch)
                     record: dict[str, Any] = {"epoch": epoch + 1}
+                    if resume and epoch == self.start_epoch:  # the log says where a run was picked up again
+                        record["resumed"] = True
                     if self.gradual:
                         record["sparsity"] = self._raise_sparsity(epoch)
                     record.update(self._train_epoch(epoch, bar.advance))
