@@ -1,5 +1,5 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-32).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-33).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ M=(
 'BEST: KD parent: 30% + 40->70% sparse during w4a4, 15+8 ep (s32)=benchmarks/results/best/model.pt'
 'its ONNX export (s32, best)=benchmarks/results/best/model.lowbit.onnx'
 'KD parent: 30% + 40->70% sparse during w4a4, 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70/model.pt'
+'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70/model.pt'
+'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70-more/model.pt'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more/model.pt'
 'its ONNX export (s31, ft12 +8)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more-onnx/model.lowbit.onnx'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15/model.pt'
@@ -28,12 +30,12 @@ M=(
 '30% + 40% sparse + w4a4, 15+8 ep (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more/model.pt'
 'its ONNX export (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-prune30-sparse40/w4a4-e15-more/model.pt'
 '30% + 40% sparse + w4a4, 15 ep (s24)=benchmarks/results/frontier-prune30-sparse40/w4a4-e15/model.pt'
-'30% + 50% sparse + w4a4 with EMA, 15 ep (s24)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-ema/model.pt'
+'30% + 50% sparse + w4a4 with EMA, 15 ep (s24; confounded, s33)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-ema/model.pt'
 '30% + 50% sparse + w4a4, 6+8 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more/model.pt'
 'its ONNX export (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-prune30-sparse50/w4a4-e6-more/model.pt'
 '30% + 50% sparse + w4a4, 15 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15/model.pt'
 '30% + 50% sparse + w4a4, 6 ep (s23)=benchmarks/results/frontier-prune30-sparse50/w4a4-e6/model.pt'
-'airnet 50% + w4a4 (s22)=benchmarks/results/frontier-airnet/w4a4/model.pt'
+'airnet 50% + w4a4 (s22; confounded, s33)=benchmarks/results/frontier-airnet/w4a4/model.pt'
 '50% long + 30% sparse + w4a4, 15+8 ep (s19)=benchmarks/results/frontier-long/w4a4-more/model.pt'
 '50% + 30% sparse + w4a4, 15+8 ep (s15)=benchmarks/results/frontier-sparse30/w4a4-e15-more/model.pt'
 '50% long + 30% sparse + w4a4 at lr 0.003 (s20)=benchmarks/results/frontier-long/w4a4-lowlr/model.pt'
@@ -53,5 +55,5 @@ M=(
 'ResNet-20 fp32 (s2)=benchmarks/results/resnet20-cifar10/model.pt'
 )
 python benchmarks/frontier_table.py "${M[@]}" --json $OUT/pareto.json > $OUT/pareto.md
-PATHS=(); for m in "${M[@]}"; do p="${m#*=}"; PATHS+=("${p%%::*}"); done
+PATHS=(); for m in "${M[@]}"; do p="${m#*=}"; PATHS+=("${m%%=*}=${p%%::*}"); done  # LABEL=FILE: the plots name each model as the table does
 COLUMNS=200 slimbench compare "${PATHS[@]}" --plots $OUT/plots > $OUT/compare.txt

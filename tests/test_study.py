@@ -163,6 +163,12 @@ def test_compare_and_report(tmp_path, synthetic):
         shutil.copy(base["model_path"], tmp_path / study / "w4a4" / "model.pt")
     files = load_rows([tmp_path / "one" / "w4a4" / "model.pt", tmp_path / "two" / "w4a4" / "model.pt"])
     assert [r["experiment"] for r in files] == ["one/w4a4/model.pt", "two/w4a4/model.pt"]
+    named = CliRunner().invoke(app, ["compare", f"pruned, w/ 30%={tmp_path / 'one' / 'w4a4' / 'model.pt'}",
+                                     str(tmp_path / "two" / "w4a4" / "model.pt"), "--format", "markdown"])
+    assert named.exit_code == 0, named.output
+    assert "| pruned, w/ 30% |" in named.output and "w4a4/model.pt" in named.output  # a label, and a path unnamed
+    with pytest.raises(ConfigError, match="a label names a model file"):
+        load_rows([f"mine={study_dir}"])
     page = write_report(study_dir)
 
     class Collect(HTMLParser):

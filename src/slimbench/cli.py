@@ -803,7 +803,8 @@ def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
 
 @app.command()
 def compare(
-    sources: Annotated[list[Path], typer.Argument(help="Study directories and/or model files (.pt, exported .onnx or .tflite).")],
+    sources: Annotated[list[str], typer.Argument(help="Study directories and/or model files (.pt, exported .onnx or "
+                                                 ".tflite); LABEL=FILE names a file in the table and plots.")],
     format_: Annotated[str, typer.Option("--format", help="table, markdown or csv.")] = "table",
     sort: Annotated[str, typer.Option(help="Column to sort by (score, test_acc, params, macs, ...).")] = "score",
     eligible: Annotated[bool, typer.Option(help="Only models at or above the accuracy threshold.")] = False,

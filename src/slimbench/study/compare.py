@@ -33,15 +33,28 @@ def literature() -> list[dict[str, Any]]:
     return list(yaml.safe_load(text))
 
 
+def _labelled(source: str | Path) -> tuple[str | None, Path]:
+    """``LABEL=PATH`` names a model file in tables and plots; a source that exists as written is a plain path."""
+    text = str(source)
+    if Path(text).exists() or "=" not in text:
+        return None, Path(text)
+    label, _, path = text.rpartition("=")
+    return (label or None), Path(path)
+
+
 def load_rows(sources: list[str | Path], rule: str = "brief") -> list[dict[str, Any]]:
-    """Rows from study directories (their results.json) and from model files (.pt artifacts, exported .onnx/.tflite)."""
+    """Rows from study directories (their results.json) and from model files (.pt artifacts, exported .onnx/.tflite),
+    each file named by its path or by ``LABEL=PATH``."""
     from slimbench.score import compute_score, inputs_from_artifact, load_rule
 
     rows: list[dict[str, Any]] = []
-    files = [Path(source) for source in sources if Path(source).is_file()]
+    named = [_labelled(source) for source in sources]
+    files = [path for _, path in named if path.is_file()]
     labels = dict(zip(files, distinct_labels(files), strict=True))
-    for source in sources:
-        path = Path(source)
+    labels.update({path: label for label, path in named if label and path.is_file()})
+    for label, path in named:
+        if label and path.is_dir():
+            raise ConfigError(f"{label}={path}: a label names a model file; a study's rows keep their experiment names")
         if path.is_dir():
             results = path / RESULTS_FILE
             if not results.is_file():
