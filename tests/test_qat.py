@@ -316,6 +316,28 @@ def test_gradual_pruning_during_qat_grows_the_parent_masks(tmp_path, trained, sy
     assert inputs_from_artifact(result.path, load_rule("brief"))[0].w == total - masked
 
 
+def test_a_resumed_gradual_qat_records_what_pruning_removed_since_the_start(tmp_path, trained, synthetic,
+                                                                           interrupt_next_training):
+    """The gradual step's recorded ratio counts against the model the run started from, also when the run was
+    interrupted with the ramp half-way and resumed from a sparser last.pt (a resumed 40-epoch row once recorded
+    Pu 0.33 for 0.49)."""
+    from slimbench.train import TrainingInterrupted
+
+    ramp = {"final_sparsity": 0.6, "initial_sparsity": 0.2, "scope": "layer", "exclude": ["conv1"], "end_epoch": 2}
+    config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=4, calibration_size=64,
+                            finetune={"epochs": 2, "optimizer": {"lr": 0.01}, "gradual_pruning": ramp})
+
+    def recorded(path):
+        steps = [s for s in load_artifact(path).lineage if s.get("stage") == "prune"]
+        return steps[-1]["metrics"]["unstructured_ratio"]
+
+    with pytest.raises(TrainingInterrupted):  # the fixture stops the first training after its first epoch
+        quantize(trained, config, tmp_path / "b", dataset=synthetic, progress=False)
+    resumed = quantize(trained, config, tmp_path / "b", dataset=synthetic, progress=False)
+    straight = quantize(trained, config, tmp_path / "a", dataset=synthetic, progress=False)
+    assert recorded(resumed.path) == pytest.approx(recorded(straight.path)) and recorded(straight.path) > 0.3
+
+
 def test_qat_at_fewer_bits_starts_from_a_qat_model(tmp_path, w4a4, synthetic):
     """Progressive QAT: 3 bits start from the 4-bit model's weights on their grid, with fresh step sizes."""
     parent = load_artifact(w4a4.path)

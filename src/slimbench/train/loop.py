@@ -379,6 +379,8 @@ class _Trainer:
             "stale_epochs": self.stale_epochs,
             "train_seconds": self.train_seconds,
             "scaler": self.scaler.state_dict() if self.scaler else None,
+            # gradual pruning records what it removed against the model it started from, not a resumed one
+            "nonzero_at_start": self.nonzero_at_start if self.gradual else None,
         }
         save_artifact(self._artifact(None, self.history[-1] if self.history else {}), self.run_dir / "last.pt",
                       extra={"resume": resume})
@@ -396,6 +398,8 @@ class _Trainer:
             self.ema.load_state_dict(resume["ema"])
         if self.scaler and resume.get("scaler"):
             self.scaler.load_state_dict(resume["scaler"])
+        if self.gradual and resume.get("nonzero_at_start") is not None:
+            self.nonzero_at_start = int(resume["nonzero_at_start"])
         generator = resume["generator"]
         if resume.get("generator_device", self.gen.device.type) == self.gen.device.type \
                 and generator.numel() == self.gen.get_state().numel():
