@@ -149,18 +149,18 @@ def evaluate(
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss = 0.0
     outside = 0  # predictions of an output the dataset has no class for (a 1000-way head on CIFAR-10): wrong
-    for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last)
-        y = labels[start:start + batch_size].to(device)
-        with autocast(device, precision), full_fp32() if precision == "stored" else contextlib.nullcontext():
+    arithmetic = full_fp32() if precision == "stored" else autocast(device, precision)
+    with arithmetic:
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start:start + batch_size].to(device), channels_last=channels_last)
+            y = labels[start:start + batch_size].to(device)
             logits = forward(x)
-        total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-        pred = logits.argmax(1).cpu()
-        inside = pred < num_classes
-        outside += int((~inside).sum())
-        confusion += torch.bincount(y.cpu()[inside] * num_classes + pred[inside], minlength=num_classes**2).view(
-            num_classes, num_classes
-        )
+            total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+            pred = logits.argmax(1).cpu()
+            inside = pred < num_classes
+            outside += int((~inside).sum())
+            confusion += torch.bincount(y.cpu()[inside] * num_classes + pred[inside],
+                                        minlength=num_classes**2).view(num_classes, num_classes)
     count = int(confusion.sum()) + outside
     correct = int(confusion.diag().sum())
     per_class = (confusion.diag().float() / torch.bincount(labels.cpu(), minlength=num_classes)[:num_classes]
