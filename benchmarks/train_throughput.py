@@ -8,7 +8,8 @@ with ``--ddp`` the eager channels_last trainer in two processes of one thread ea
 process takes half of every batch of 128, so the recipe is the same but for batch-norm statistics over 64 images).
 Both at batch 128 with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
 
-Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--ddp] [--json OUT]
+Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--ddp]
+       [--variants eager-channels_last,...] [--rounds N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -136,6 +137,10 @@ def cpu_peak_gflops(native_bf16: bool) -> tuple[float, str]:
     return cores * mhz * 1e6 * per_cycle / 1e9, f"{cores} cores x {mhz:.0f} MHz x {per_cycle} FLOP/cycle"
 
 
+VARIANTS = {"eager-contiguous": (False, False), "eager-channels_last": (False, True),
+            "compile-contiguous": (True, False), "compile-channels_last": (True, True)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("SLIMBENCH_DATA"))
@@ -143,37 +148,57 @@ def main() -> None:
     parser.add_argument("--baseline-steps", type=int, default=40)
     parser.add_argument("--model", default="resnet20", help="zoo model trained by both loops")
     parser.add_argument("--ddp", action="store_true", help="add the two-process (torchrun DDP) eager variant")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"slimbench variants to time, comma-separated from {', '.join(VARIANTS)}")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="interleaved rounds (baseline, then each variant, again): medians and per-round ratios, "
+                             "since one run of each on a shared VM moves by 10-20%%")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     spec = {"model": args.model}
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or args.rounds < 1:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}" if unknown
+                         else "--rounds must be at least 1")
 
     dataset = load_dataset("cifar10", args.data_dir)
     native = host().native_bf16
-    results: dict[str, float] = {}
-    hwc = dataset.train_x.permute(0, 2, 3, 1).numpy()
-    results["baseline: DataLoader(2 workers) + PIL, fp32"] = baseline_throughput(hwc, dataset.train_y.numpy(),
-                                                                                 args.baseline_steps, spec=spec)
     precision = "bf16" if native else "fp32"
-    for compile_model in (False, True):
-        for channels_last in (False, True):
+    hwc = dataset.train_x.permute(0, 2, 3, 1).numpy()
+    baseline_name = "baseline: DataLoader(2 workers) + PIL, fp32"
+    rounds: list[dict[str, float]] = []
+    for r in range(args.rounds):
+        results = {baseline_name: baseline_throughput(hwc, dataset.train_y.numpy(), args.baseline_steps, spec=spec)}
+        for variant in chosen:
+            compile_model, channels_last = VARIANTS[variant]
             ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last, spec)
             results[f"slimbench {'torch.compile' if compile_model else 'eager'}, {precision}, {layout}"] = ips
-    if args.ddp:
-        results[f"slimbench eager, {precision}, channels_last, 2 processes x 1 thread (DDP)"] = ddp_throughput(
-            args.data_dir, args.images, precision, args.model)
+        if args.ddp:
+            results[f"slimbench eager, {precision}, channels_last, 2 processes x 1 thread (DDP)"] = ddp_throughput(
+                args.data_dir, args.images, precision, args.model)
+        rounds.append(results)
+        if args.rounds > 1:
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k.split(': ')[0]} {v:.0f}" for k, v in results.items()),
+                  flush=True)
     flops = train_flops_per_image(spec)
     peak, peak_rule = cpu_peak_gflops(native)
-    base = next(iter(results.values()))
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, native bf16: {native}")
     print(f"{args.model} training FLOPs per image (fwd+bwd): {flops / 1e6:.1f} M; CPU peak {peak:.0f} GFLOP/s ({peak_rule})")
-    print(f"{'variant':<52} {'img/s':>8} {'x baseline':>10} {'% of peak':>9}")
-    for name, ips in results.items():
-        print(f"{name:<52} {ips:>8.0f} {ips / base:>10.2f} {100 * ips * flops / 1e9 / peak:>8.1f}%")
+    names = list(rounds[0])
+    medians = {n: float(np.median([r[n] for r in rounds])) for n in names}
+    ratios = {n: sorted(r[n] / r[baseline_name] for r in rounds) for n in names}
+    header = "x baseline" if args.rounds == 1 else "x baseline (median; each round)"
+    print(f"{'variant':<52} {'img/s':>8} {'% of peak':>9}  {header}")
+    for name in names:
+        spread = "" if args.rounds == 1 else "  (" + ", ".join(f"{x:.2f}" for x in ratios[name]) + ")"
+        print(f"{name:<52} {medians[name]:>8.0f} {100 * medians[name] * flops / 1e9 / peak:>8.1f}%  "
+              f"{float(np.median(ratios[name])):.2f}{spread}")
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "images_per_s": results, "flops_per_image": flops,
+        args.json.write_text(json.dumps({"model": args.model, "images_per_s": medians, "rounds": rounds,
+                                         "ratio_to_baseline_per_round": ratios, "flops_per_image": flops,
                                          "peak_gflops": peak, "native_bf16": native}, indent=2))
-
 
 if __name__ == "__main__":
     main()
