@@ -656,12 +656,29 @@ def test_keep_copies_a_finished_experiments_result_and_nothing_to_resume_from(tm
                                  "--out", str(tmp_path / "study")])
     assert export.exit_code == 0, export.output
     assert {"model.onnx", "model.json", "MODEL_CARD.md", "predict.py"} <= {p.name for p in (tmp_path / "onnx").iterdir()}
+    # an export kept with the model it exports, in one folder; a row whose files clash with it is refused
+    both = runner.invoke(app, ["study", "keep", str(study_file), "student", str(tmp_path / "both"), "--also", "base",
+                               "--out", str(tmp_path / "study")])
+    assert both.exit_code == 0, both.output
+    assert {"model.onnx", "model.json", "MODEL_CARD.md", "model.pt", "prune.yaml"} <= {
+        p.name for p in (tmp_path / "both").iterdir()}
+    assert load_artifact(tmp_path / "both" / "model.pt").digest == load_artifact(tmp_path / "kept" / "model.pt").digest
+    twice = runner.invoke(app, ["study", "keep", str(study_file), "student", str(tmp_path / "twice"), "--also", "base",
+                                "--also", "student", "--out", str(tmp_path / "study")])
+    assert twice.exit_code == 0, twice.output  # the same file named twice is one file
     # the same directory read by a study whose base ends at its train stage (same stage key): the run's files
     train_only = {**TWO, "experiments": [{**TWO["experiments"][0], "stages": TWO["experiments"][0]["stages"][:1]}]}
     written = keep_experiment(Study.model_validate(train_only), tmp_path / "study", "base", tmp_path / "trained")
     names = {p.name for p in written}
     assert {"model.pt", "metrics.json", "config.yaml", "log.jsonl", "curves.png"} <= names
     assert not names & {"last.pt", "best.pt", "done.json"}
+    exported_twice = Study.model_validate({**TWO, "experiments": [*TWO["experiments"], {
+        "name": "base-onnx", "from": "base", "stages": [{"export": {"parity_images": 64, "latency": False}}]}]})
+    run_study(exported_twice, tmp_path / "study", only=["base-onnx"], dataset=synthetic, progress=False,
+              log=lambda _: None)
+    with pytest.raises(ConfigError, match="is in both student and base-onnx: keep them in two folders"):
+        keep_experiment(exported_twice, tmp_path / "study", "student", tmp_path / "clash", also=["base-onnx"])
+    assert not (tmp_path / "clash").exists()
 
     again = runner.invoke(app, ["study", "keep", str(study_file), "base", str(tmp_path / "kept"),
                                 "--out", str(tmp_path / "study")])

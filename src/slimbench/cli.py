@@ -753,13 +753,16 @@ def study_keep(
     dest: Annotated[Path, typer.Argument(help="Folder to write (benchmarks/results/..., say).")],
     out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/NAME).")] = None,
     replace: Annotated[bool, typer.Option(help="Replace DEST if it exists.")] = False,
+    also: Annotated[list[str] | None, typer.Option(
+        help="Another row kept beside it (repeatable): the row an export row exports, say.")] = None,
 ) -> None:
     """Copy an experiment's finished result into a folder: its model (or export with card and predict.py), its
     stage config and metrics, and the config, epoch log and curves of the run that trained it; no resume state."""
     from slimbench.study import keep_experiment, load_study
 
     study = load_study(study_file)
-    files = keep_experiment(study, out or _study_dir(study.name, False), experiment, dest, replace=replace)
+    files = keep_experiment(study, out or _study_dir(study.name, False), experiment, dest, replace=replace,
+                            also=also or [])
     console.print(f"kept {experiment} in {dest}: {', '.join(p.name for p in files)}", soft_wrap=True)
 
 

@@ -22,11 +22,9 @@ RUN_FILES = ("config.yaml", "log.jsonl", "curves.png")
 EXPORT_SUFFIXES = (".onnx", ".tflite", ".json")
 
 
-def keep_experiment(study: Study, out_dir: str | Path, experiment: str, dest: str | Path,
-                    replace: bool = False) -> list[Path]:
-    """Copy ``experiment``'s last stage (finished) from the study directory ``out_dir`` into ``dest``; returns the
-    files written. ``dest`` is written whole or not at all, and replaces an existing folder only when asked."""
-    out_dir, dest = Path(out_dir), Path(dest)
+def _result_files(study: Study, out_dir: Path, experiment: str) -> list[Path]:
+    """The files that explain ``experiment``'s result: its last (finished) stage's output, config and metrics, and
+    the run that trained it."""
     states = [s for s in study_status(study, out_dir, only=[experiment]) if s.experiment == experiment]
     stages = [s for s in states if s.kind != "checkpoint"]
     if not stages:
@@ -35,9 +33,6 @@ def keep_experiment(study: Study, out_dir: str | Path, experiment: str, dest: st
     if last.state != "done":
         raise ConfigError(f"experiment {experiment} is not finished: its {last.kind} stage is {last.state} "
                           f"({last.directory})")
-    if dest.exists() and not replace:
-        raise ConfigError(f"{dest} exists: choose another folder, or replace it (--replace)")
-
     stage_dir = last.directory
     output = stage_output(json.loads((stage_dir / "done.json").read_text()), stage_dir)
     chosen = {output} if output.exists() else set()
@@ -51,11 +46,31 @@ def keep_experiment(study: Study, out_dir: str | Path, experiment: str, dest: st
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise ConfigError(f"{stage_dir}: {', '.join(clashes)} in more than one place; copy by hand")
+    return sorted(chosen)
+
+
+def keep_experiment(study: Study, out_dir: str | Path, experiment: str, dest: str | Path,
+                    replace: bool = False, also: list[str] | tuple[str, ...] = ()) -> list[Path]:
+    """Copy ``experiment``'s last stage (finished) from the study directory ``out_dir`` into ``dest``; returns the
+    files written. ``also``: other experiments kept beside it, such as the row an export row exports (its model,
+    training log and curves beside the exported file); two rows that both have a file of one name are refused.
+    ``dest`` is written whole or not at all, and replaces an existing folder only when asked."""
+    out_dir, dest = Path(out_dir), Path(dest)
+    if dest.exists() and not replace:
+        raise ConfigError(f"{dest} exists: choose another folder, or replace it (--replace)")
+    chosen: dict[str, Path] = {}
+    owner: dict[str, str] = {}
+    for name in (experiment, *also):
+        for path in _result_files(study, out_dir, name):
+            if path.name in chosen and chosen[path.name] != path:
+                raise ConfigError(f"{path.name} is in both {owner[path.name]} and {name}: keep them in two folders")
+            chosen[path.name], owner[path.name] = path, name
+    names = list(chosen)
 
     staging = dest.with_name(f".{dest.name}.keeping-{time.time_ns()}")
     staging.mkdir(parents=True)
     try:
-        for path in chosen:
+        for path in chosen.values():
             shutil.copy2(path, staging / path.name)
         if dest.exists():
             aside = dest.with_name(f".{dest.name}.replaced-{time.time_ns()}")
