@@ -1,5 +1,5 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-33).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-34).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ M=(
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70-more/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-more/model.pt'
+'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+30 ep restart (s34)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-cont30/model.pt'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more/model.pt'
 'its ONNX export (s31, ft12 +8)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more-onnx/model.lowbit.onnx'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15/model.pt'
