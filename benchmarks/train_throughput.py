@@ -188,7 +188,7 @@ def main() -> None:
     print(f"{args.model} training FLOPs per image (fwd+bwd): {flops / 1e6:.1f} M; CPU peak {peak:.0f} GFLOP/s ({peak_rule})")
     names = list(rounds[0])
     medians = {n: float(np.median([r[n] for r in rounds])) for n in names}
-    ratios = {n: sorted(r[n] / r[baseline_name] for r in rounds) for n in names}
+    ratios = {n: [r[n] / r[baseline_name] for r in rounds] for n in names}  # in round order
     header = "x baseline" if args.rounds == 1 else "x baseline (median; each round)"
     print(f"{'variant':<52} {'img/s':>8} {'% of peak':>9}  {header}")
     for name in names:
@@ -199,6 +199,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"model": args.model, "images_per_s": medians, "rounds": rounds,
                                          "ratio_to_baseline_per_round": ratios, "flops_per_image": flops,
                                          "peak_gflops": peak, "native_bf16": native}, indent=2))
+
 
 if __name__ == "__main__":
     main()
