@@ -54,7 +54,7 @@ M=(
 'pruned 30% r8 fp32 (s5)=benchmarks/results/resnet20-prune30-r8/model.pt'
 'airnet fp32, 40 ep (s22)=benchmarks/results/frontier-airnet/airnet-long/model.pt'
 'airnet fp32, 15 ep, lr 0.16 (s18)=benchmarks/results/fast-recipe/fastK/model.pt'
-'ResNet-20 strong fp32 (s16)=benchmarks/results/resnet20-strong/model.pt'
+'ResNet-20 strong fp32 (s16)=benchmarks/results/resnet20-strong-noteacher/model.pt'
 'ResNet-20 fp32 (s2)=benchmarks/results/resnet20-cifar10/model.pt'
 )
 python benchmarks/frontier_table.py "${M[@]}" --json $OUT/pareto.json > $OUT/pareto.md
