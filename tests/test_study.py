@@ -292,7 +292,7 @@ def test_a_torchscript_export_stage_gives_a_row(tmp_path, synthetic):
 
 
 @pytest.mark.parametrize("name", ["quickstart", "brief", "fixed", "frontier", "frontier-strong", "frontier-long",
-                                  "frontier-airnet", "frontier-strongkd"])
+                                  "frontier-airnet", "frontier-strongkd", "resnet20-strong"])
 def test_shipped_study_files_are_valid(name):
     study = load_study(ROOT / "studies" / f"{name}.yaml")
     assert study.experiments
@@ -496,6 +496,39 @@ def test_status_shows_the_best_epoch_so_far_of_an_unfinished_stage(tmp_path):
 def test_training_time_is_blank_for_experiments_that_did_not_train():
     assert study_runner._training_seconds([{"metrics": {"train_seconds": 5.0}}, {"metrics": {"parity": 1.0}}]) == 5.0
     assert study_runner._training_seconds([{"kind": "quantize", "metrics": {"parity": 1.0}}, {"kind": "export"}]) is None
+
+
+def test_a_train_stage_runs_a_committed_config_and_chains_from_the_stage_before(tmp_path, synthetic):
+    """The strong recipe's runs, made by hand one after another, as one experiment of a study."""
+    (tmp_path / "configs").mkdir()
+    first = {"name": "cycle1", "model": {"model": "resnet20", "width": 0.25}, "epochs": 2, "batch_size": 64,
+             "data": {"val_size": 64}, "optimizer": {"lr": 0.05}, "seed": 3}
+    (tmp_path / "configs" / "one.yaml").write_text(yaml.safe_dump(first))
+    second = {**first, "name": "cycle2", "epochs": 1, "init_from": "elsewhere/model.pt", "optimizer": {"lr": 0.01}}
+    (tmp_path / "configs" / "two.yaml").write_text(yaml.safe_dump(second))
+    study = {"name": "chain", "data": {"name": "synthetic"}, "experiments": [{"name": "chain", "stages": [
+        {"train": {"config": "configs/one.yaml", "optimizer": {"momentum": 0.5}}},
+        {"train": {"config": "configs/two.yaml", "init_from": None}}]}]}
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(study))
+    loaded = load_study(path)
+    one, two = (next(iter(stage.values())) for stage in loaded.experiments[0].stages)
+    assert one == {**first, "optimizer": {"lr": 0.05, "momentum": 0.5}}  # the file's keys, the stage's laid over
+    assert two == {**second, "init_from": None}
+    run_study(loaded, tmp_path / "out", dataset=synthetic, progress=False, log=lambda _: None)
+    runs = {yaml.safe_load((d / "config.yaml").read_text())["name"]: d for d in (tmp_path / "out" / "stages").glob("train-*")}
+    assert yaml.safe_load((runs["cycle2"] / "config.yaml").read_text())["init_from"] == str(runs["cycle1"] / "model.pt")
+    assert len((runs["cycle1"] / "log.jsonl").read_text().splitlines()) == 2
+
+    # the file's init_from kept in a stage that starts from a model is refused, not silently preferred
+    study["experiments"][0]["stages"][1]["train"].pop("init_from")
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError, match=r"stage 2 \(train\): init_from names a file.*init_from: null"):
+        load_study(path)
+    study["experiments"][0]["stages"][1]["train"]["config"] = "configs/three.yaml"
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError, match=r"experiment 'chain', stage 2 \(train\): config configs/three.yaml does not"):
+        load_study(path)
 
 
 def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, synthetic):

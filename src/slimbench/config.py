@@ -54,6 +54,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any])
     return out
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid recursively over ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def parse_override(override: str) -> tuple[str, Any]:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key.path=value")

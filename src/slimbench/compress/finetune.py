@@ -13,16 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from slimbench.config import validate
+from slimbench.config import merge, validate
 from slimbench.data import ImageDataset
-
-
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` laid recursively over ``base``."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def finetune(

@@ -23,6 +23,16 @@ experiments:
 A stage is a mapping with one key: ``train``, ``prune``, ``quantize`` or ``export``; its value is the same
 config the command of that name takes. ``"@name"`` anywhere in a value means the final model of experiment
 ``name``. A ``train`` stage after another stage fine-tunes that stage's model.
+
+A ``train`` stage may start from a committed training config, ``{config: ../configs/x.yaml, ...}`` (relative to
+the study file's folder): the file's keys, with the stage's other keys laid over them. The file's ``init_from``
+must then be overridden where the stage starts from a model (a stage before it, ``from`` or ``checkpoint``):
+``init_from: null`` means that model, so a recipe of runs made one after another is one experiment::
+
+    - name: strong
+      stages:
+        - train: {config: ../configs/resnet20_strong_kd.yaml, distill: {teacher: "@teacher"}}
+        - train: {config: ../configs/resnet20_strong.yaml, init_from: null, distill: {teacher: "@teacher"}}
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from slimbench.config import StrictModel, read_yaml, validate
+from slimbench.config import StrictModel, merge, read_yaml, validate
 from slimbench.errors import ConfigError
 from slimbench.study.stages import STAGES
 
@@ -111,7 +121,11 @@ class Study(StrictModel):
         for experiment in self.experiments:
             for index, stage in enumerate(experiment.stages, start=1):
                 kind, config = next(iter(stage.items()))
+                starts_from_model = index > 1 or experiment.start is not None or experiment.checkpoint is not None
                 try:
+                    if kind == "train" and starts_from_model and (config or {}).get("init_from"):
+                        raise ValueError("init_from names a file, but this stage starts from the model before it; "
+                                         "set init_from: null to start from that model")
                     STAGES[kind].check(config or {}, self.data)
                 except ValueError as exc:
                     raise ConfigError(f"{where}: experiment {experiment.name!r}, stage {index} ({kind}): {exc}") from None
@@ -149,11 +163,31 @@ def references(experiment: Experiment) -> set[str]:
     return found
 
 
+def _with_config_files(raw: dict[str, Any], folder: Path, source: str) -> dict[str, Any]:
+    """Each ``train: {config: FILE, ...}`` replaced by FILE's keys with the stage's others laid over them."""
+    experiments = raw.get("experiments")
+    for experiment in experiments if isinstance(experiments, list) else []:
+        stages = experiment.get("stages") if isinstance(experiment, dict) else None
+        for index, stage in enumerate(stages if isinstance(stages, list) else [], start=1):
+            settings = stage.get("train") if isinstance(stage, dict) else None
+            if not isinstance(settings, dict) or "config" not in settings:
+                continue
+            file = Path(str(settings["config"])).expanduser()
+            file = file if file.is_absolute() else folder / file
+            where = f"{source}: experiment {experiment.get('name')!r}, stage {index} (train)"
+            if not file.is_file():
+                raise ConfigError(f"{where}: config {settings['config']} does not exist (paths are relative to the "
+                                  "study file's folder)")
+            overrides = {key: value for key, value in settings.items() if key != "config"}
+            stage["train"] = merge(read_yaml(file), overrides)
+    return raw
+
+
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
-    study = validate(Study, read_yaml(path), str(path))
+    study = validate(Study, _with_config_files(read_yaml(path), path.parent, str(path)), str(path))
     for experiment in study.experiments:  # a checkpoint path in the file means: beside the file
         if experiment.checkpoint and not Path(experiment.checkpoint).expanduser().is_absolute():
             experiment.checkpoint = str((path.parent / experiment.checkpoint).resolve())

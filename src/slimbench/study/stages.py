@@ -98,8 +98,8 @@ def _train_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[st
         return ctx.stage_dir / "model.pt", resume_training(ctx.stage_dir, progress=ctx.progress, dataset=ctx.dataset,
                                                            teacher=teacher).metrics
     settings = _train_settings(config, ctx.data)
-    if ctx.source is not None:
-        settings.setdefault("init_from", str(ctx.source))
+    if ctx.source is not None and settings.get("init_from") is None:  # null: the model this stage starts from
+        settings["init_from"] = str(ctx.source)
     result = train(validate(TrainConfig, settings, ctx.stage_dir.name), run_dir=ctx.stage_dir, progress=ctx.progress,
                    dataset=ctx.dataset)
     return result.model_path, result.metrics
