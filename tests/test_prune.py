@@ -164,7 +164,7 @@ def test_interrupted_fine_tune_says_run_the_pipeline_again(tmp_path, synthetic, 
     assert [s["stage"] for s in load_model(result.model_path)[1].lineage] == ["prune", "train"]
 
 
-@pytest.mark.parametrize("method", ["l2", "bn_scale", "taylor", "random"])
+@pytest.mark.parametrize("method", ["l2", "bn_scale", "taylor", "taylor_per_score", "random"])
 def test_structured_importance_criteria(tmp_path, synthetic, method):
     path = _save(tmp_path, {"model": "resnet20", "width": 0.5})
     result = prune(path, PruneConfig(method=method, ratio=0.3, target="channels", scope="global"),
@@ -345,3 +345,54 @@ def test_a_stage_config_names_its_teacher_where_it_is_now(tmp_path):
     ramp = {"finetune": {"epochs": 4, "distill": {"teacher": str(here)}}}
     assert same_stage_config(PruneConfig(**ramp), PruneConfig(**{"finetune": {**ramp["finetune"],
                                                                              "distill": {"teacher": str(there)}}}))
+
+
+def test_a_channel_costs_the_score_its_weights_and_their_macs_in_every_layer_of_its_group():
+    import torch_pruning as tp
+    from torch import nn
+
+    from slimbench.sparsity.criteria import ScoreCostImportance
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 3, stride=2, padding=1), nn.Flatten(), nn.Linear(4 * 4 * 4, 10))
+    example = torch.zeros(1, 3, 8, 8)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    importance = ScoreCostImportance(tp.importance.GroupMagnitudeImportance(p=1))
+    importance.bind(model, example, (2.0, 100.0))
+    group = graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=[0, 1])
+    # conv 1 makes the channel: 3x3x3 weights at 8x8 outputs; conv 2 reads it: 4x3x3 weights at 4x4 outputs
+    assert importance.channel_cost(group) == pytest.approx((27 + 36) / 2.0 + (27 * 64 + 36 * 16) / 100.0)
+    group = graph.get_pruning_group(model[3], tp.prune_conv_out_channels, idxs=[0])
+    # conv 2 makes it (8x3x3 at 4x4); the classifier reads 16 inputs of it, one MAC each
+    assert importance.channel_cost(group) == pytest.approx((72 + 160) / 2.0 + (72 * 16 + 160) / 100.0)
+    magnitudes = tp.importance.GroupMagnitudeImportance(p=1)(group)
+    assert torch.allclose(importance(group), magnitudes / importance.channel_cost(group))
+
+
+def test_target_score_removes_that_share_of_the_fp32_score():
+    from slimbench.compress.structured import measure_target, prune_structured
+
+    model = build_model({"model": "resnet20", "width": 0.5}).eval()
+    config = PruneConfig(ratio=0.35, target="score", scope="global")
+    counts = count_model(model, (3, 32, 32))
+    assert measure_target(model, config, (3, 32, 32)) == pytest.approx(counts.params / 5.6e6 + counts.macs / 8.3e8)
+    assert config.score_norms == (load_rule("brief").param_norm, load_rule("brief").op_norm)
+    result = prune_structured(model, config, 0.35, measure_target(model, config, (3, 32, 32)))
+    assert result.achieved == pytest.approx(0.35, abs=0.02)
+
+
+def test_a_higher_global_ratio_never_prunes_less():
+    """Torch-Pruning skips a group whose channels all fall under the global threshold: without a floor per
+    group, a stem whose channels all rank low kept every one of them at high ratios."""
+    from slimbench.compress.structured import _prune_once, measure_target
+
+    model = build_model({"model": "resnet20", "width": 0.5}).eval()
+    with torch.no_grad():  # the stem's channels rank lowest of all
+        model.conv1.weight.mul_(1e-3)
+    config = PruneConfig(target="params", scope="global", round_to=4)
+    example = torch.zeros(1, 3, 32, 32)
+    left = [measure_target(_prune_once(model, config, ratio, example, None), config, (3, 32, 32))
+            for ratio in (0.1, 0.3, 0.5, 0.7)]
+    assert left == sorted(left, reverse=True) and left[-1] < left[0]
+    stem = _prune_once(model, config, 0.3, example, None).conv1
+    assert stem.out_channels == 4  # cut to its floor (10% of 8 channels, rounded up to 4), not skipped

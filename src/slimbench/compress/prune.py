@@ -31,7 +31,7 @@ from slimbench.artifact import (
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
 from slimbench.compress.finetune import finetune, same_stage_config
-from slimbench.compress.structured import prune_structured, resolve_round_to
+from slimbench.compress.structured import measure_target, prune_structured, resolve_round_to
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
@@ -41,6 +41,7 @@ from slimbench.models import build_model
 from slimbench.models.structure import structure_changes
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.sparsity.config import PruneConfig, ramp_ratios
+from slimbench.sparsity.criteria import criterion
 from slimbench.sparsity.select import select_layers
 from slimbench.sparsity.unstructured import masks_after_pruning, prune_unstructured, pruning_masks
 
@@ -87,9 +88,7 @@ def prune_model(
     before = count_model(model.eval(), input_shape)
     record: dict[str, Any] = {"kind": config.kind, "method": config.method, "ratio": ratio, "scope": config.scope}
     if config.kind == "structured":
-        reference = {"params": original.params, "macs": original.macs}.get(config.target)
-        if reference is None:
-            reference = sum(m.out_channels for m in build_model(spec).modules() if isinstance(m, nn.Conv2d | nn.Conv1d))
+        reference = measure_target(build_model(spec).eval(), config, input_shape)
         result = prune_structured(model, config, ratio, reference, input_shape, calibrate)
         pruned = result.model
         record.update(target=config.target, channel_ratio=result.channel_ratio, achieved=result.achieved,
@@ -191,10 +190,11 @@ def prune(
     store = path.parent / DB_NAME  # fine-tuning runs and the prune itself share the runs folder's store
     started = now_iso()
     train_base = training_config(parent)
-    if config.finetune is not None or config.method == "taylor":
+    ranks_by_gradients = config.kind == "structured" and criterion(config.method, "structured").needs_gradients
+    if config.finetune is not None or ranks_by_gradients:
         dataset = dataset_for(parent, dataset)
     input_shape = _input_shape(dataset)
-    calibrate = _calibration(dataset, parent, config) if config.method == "taylor" and dataset else None
+    calibrate = _calibration(dataset, parent, config) if ranks_by_gradients and dataset else None
 
     ratios = ramp_ratios(config.ratio, config.steps, config.ramp) if config.schedule == "iterative" else [config.ratio]
     current_path = Path(checkpoint)

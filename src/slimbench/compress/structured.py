@@ -10,6 +10,7 @@ turns "remove 30 % of the parameters (or MACs)" into Torch-Pruning's per-layer c
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,11 +78,38 @@ def _channels(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d | nn.Conv1d))
 
 
-def _measure(model: nn.Module, target: str, input_shape: tuple[int, ...]) -> int:
-    if target == "channels":
+def measure_target(model: nn.Module, config: PruneConfig, input_shape: tuple[int, ...]) -> float:
+    """What a structured ``ratio`` counts, on ``model``: channels, parameters, MACs or the fp32 score."""
+    if config.target == "channels":
         return _channels(model)
     counts = count_model(model, input_shape)
-    return counts.params if target == "params" else counts.macs
+    if config.target == "score":
+        return counts.params / config.score_norms[0] + counts.macs / config.score_norms[1]
+    return counts.params if config.target == "params" else counts.macs
+
+
+class _KeepFloor:
+    """Each group keeps its strongest channels, at least ``keep`` of them (rounded up to ``round_to``).
+
+    Torch-Pruning's global ranking marks every channel under one threshold, then skips a group whose channels
+    are all marked (a layer may not lose them all), so that group loses none: a higher ratio could then prune
+    less, which breaks the search's bisection. Ranking a group's strongest channels above every threshold
+    prunes such a group down to its floor instead.
+    """
+
+    def __init__(self, importance: Callable[[object], torch.Tensor | None], keep: float, round_to: int | None):
+        self.importance, self.keep, self.round_to = importance, keep, round_to
+
+    def __call__(self, group: object) -> torch.Tensor | None:
+        scores = self.importance(group)
+        if scores is None or scores.numel() == 0:
+            return scores
+        keep = max(1, math.ceil(self.keep * scores.numel()))
+        if self.round_to:
+            keep = math.ceil(keep / self.round_to) * self.round_to
+        scores = scores.clone()
+        scores[scores.topk(min(keep, scores.numel())).indices] = float("inf")
+        return scores
 
 
 @dataclass
@@ -96,8 +124,13 @@ def _prune_once(model: nn.Module, config: PruneConfig, channel_ratio: float, exa
     model = copy.deepcopy(model)
     barriers = _barrier_pruners(model)
     ignored = _protected_layers(model, config, example)
+    importance = _importance(config.method)
+    if hasattr(importance, "bind"):
+        importance.bind(model, example, config.score_norms)
+    if config.scope == "global":
+        importance = _KeepFloor(importance, 1 - config.max_layer_ratio, resolve_round_to(config.round_to))
     pruner = tp.pruner.BasePruner(
-        model, example, importance=_importance(config.method), pruning_ratio=channel_ratio,
+        model, example, importance=importance, pruning_ratio=channel_ratio,
         global_pruning=config.scope == "global", max_pruning_ratio=config.max_layer_ratio,
         ignored_layers=ignored, round_to=resolve_round_to(config.round_to), customized_pruners=barriers or None,
         root_module_types=[nn.Conv2d, nn.Conv1d, nn.Linear],
@@ -115,11 +148,12 @@ def prune_structured(
     model: nn.Module,
     config: PruneConfig,
     removed_fraction: float,
-    reference: int,
+    reference: float,
     input_shape: tuple[int, ...] = (3, 32, 32),
     calibrate: Calibrate | None = None,
 ) -> StructuredResult:
-    """Prune until ``removed_fraction`` of ``reference`` (params, MACs or channels of the original model) is gone.
+    """Prune until ``removed_fraction`` of ``reference`` (params, MACs, channels or fp32 score of the original
+    model, :func:`measure_target`) is gone.
 
     ``model`` is left untouched; the pruned copy comes back. Channel counts are whole numbers, so the
     fraction reached is the closest one from below or above (reported as ``achieved``).
@@ -127,29 +161,29 @@ def prune_structured(
     model = model.eval()
     example = torch.zeros(1, *input_shape)
     goal = (1 - removed_fraction) * reference
-    current = _measure(model, config.target, input_shape)
+    current = measure_target(model, config, input_shape)
     if current <= goal:
         return StructuredResult(copy.deepcopy(model), 0.0, 1 - current / reference)
 
     grads = None
-    if config.method == "taylor":  # gradients once, on the unpruned model; every trial ranks with them
+    if criterion(config.method, "structured").needs_gradients:  # once, on the unpruned model; every trial uses them
         if calibrate is None:
-            raise CompressionError("taylor importance needs calibration data (gradients of the loss)")
+            raise CompressionError(f"{config.method} importance needs calibration data (gradients of the loss)")
         model.zero_grad(set_to_none=True)
         calibrate(model)
         grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
         model.zero_grad(set_to_none=True)
 
-    def trial(ratio: float) -> tuple[nn.Module, int]:
+    def trial(ratio: float) -> tuple[nn.Module, float]:
         pruned = _prune_once(model, config, ratio, example, grads)
-        return pruned, _measure(pruned, config.target, input_shape)
+        return pruned, measure_target(pruned, config, input_shape)
 
     if config.target == "channels" and config.scope == "layer":
         ratio = 1 - goal / current
         pruned, value = trial(ratio)
     else:  # bisection on the channel ratio: the measure falls monotonically as it grows
         low, high = 0.0, config.max_layer_ratio
-        best: tuple[float, nn.Module, int] | None = None
+        best: tuple[float, nn.Module, float] | None = None
         for _ in range(10):
             ratio = (low + high) / 2
             pruned, value = trial(ratio)
@@ -157,7 +191,9 @@ def prune_structured(
                 best = (ratio, pruned, value)
             if abs(value - goal) <= 0.004 * reference:
                 break
-            if value > goal:
+            # nothing removed at a ratio above zero: the ranking marked every prunable channel, and Torch-Pruning
+            # skips groups that would lose them all; the ratio overshot
+            if value > goal and value < current:
                 low = ratio
             else:
                 high = ratio

@@ -18,7 +18,10 @@ class PruneConfig(StrictModel):
     # structured: the fraction of the *original* parameters (or MACs, or channels) to remove in total;
     # unstructured: the fraction of the selected weights set to zero.
     ratio: float = Field(0.3, gt=0, lt=1)
-    target: Literal["params", "macs", "channels"] = "params"  # what `ratio` measures (structured only)
+    # what `ratio` measures (structured only); "score": parameters / score_norms[0] + MACs / score_norms[1], the
+    # fp32 score of the brief's rule, so that channels are removed where they cost the score most
+    target: Literal["params", "macs", "channels", "score"] = "params"
+    score_norms: tuple[float, float] = Field((5.6e6, 8.3e8))  # the brief's dividers of parameters and MACs
     scope: Literal["global", "layer"] = "layer"  # one ranking across layers, or the same ratio in each layer
     layers: list[Literal["conv", "linear"]] = ["conv", "linear"]  # layer types that may be pruned
     include: list[str] = []  # fnmatch patterns of module names to prune (empty: all of `layers`)
