@@ -121,7 +121,7 @@ def prune(
     method: Annotated[str | None, typer.Option(help="l1, l2, bn_scale, taylor or random (unstructured: l1, random).")] = None,
     ratio: Annotated[float | None, typer.Option(help="Share to remove: of the original parameters/MACs/channels "
                                                 "(structured, see --target) or of the selected weights (unstructured).")] = None,
-    target: Annotated[str | None, typer.Option(help="What --ratio measures (structured): params, macs or channels.")] = None,
+    target: Annotated[str | None, typer.Option(help="What --ratio measures (structured): params, macs, channels, score.")] = None,
     scope: Annotated[str | None, typer.Option(help="global (one ranking) or layer (same ratio per layer).")] = None,
     layers: Annotated[str | None, typer.Option(help="Layer types to prune: conv, linear or conv,linear "
                                                "('linear' is the brief's linear pruning).")] = None,
