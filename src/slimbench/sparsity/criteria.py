@@ -60,9 +60,10 @@ class ScoreCostImportance:
     Removing one channel of a group removes, in every layer of the group, the weights that make or read it:
     ``p`` parameters and ``p x H x W`` MACs (H x W: that layer's output positions). With the score's dividers
     (parameters over 5.6e6, MACs over 8.3e8 in the brief) a channel at 32 x 32 costs the score about 8 times
-    what its parameters alone would, and one at 8 x 8 about 1.4 times, so a global L1 ranking that ignores
-    this keeps the channels that cost the score most. Dividing each group's importances by its channel cost
-    ranks channels by what they are worth per unit of score (HALP, Shen et al. 2022, does this with latency).
+    what its parameters alone would, and one at 8 x 8 about 1.4 times; a ranking by importance alone does not
+    see this (on ResNet-20, global L1 happens to strip the 32 x 32 layers anyway: section 35). Dividing each
+    group's importances by its channel cost ranks channels by what they are worth per unit of score (HALP, Shen
+    et al. 2022, does this with latency).
     The importance must be comparable across groups for this to mean anything: a first-order estimate of the
     loss change, summed over the group's layers, is (``taylor_per_score``). Mean-normalised magnitudes are not
     (they give each group the same total, however many layers its channels feed): divided by cost, they strip
