@@ -1,5 +1,5 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-34).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-35).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ M=(
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-more/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+30 ep restart (s34)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-cont30/model.pt'
+'92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40 ep (s35)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70/model.pt'
+'92.57% parent: 30% + 40% sparse, fp32 (s35)=benchmarks/results/frontier-strongkd/s2-sparse40/model.pt'
+'92.57% parent: pruned 30% r8 fp32 (s35)=benchmarks/results/frontier-strongkd/s2-prune30-r8/model.pt'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more/model.pt'
 'its ONNX export (s31, ft12 +8)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more-onnx/model.lowbit.onnx'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15/model.pt'
@@ -25,6 +28,7 @@ M=(
 'KD parent: 30% + 40% sparse, fp32 (s31)=benchmarks/results/frontier-strongkd/sparse40/model.pt'
 'KD parent: 30% + 65% sparse, fp32 (s31)=benchmarks/results/frontier-strongkd/sparse65/model.pt'
 'KD parent: pruned 30% r8 fp32 (s31)=benchmarks/results/frontier-strongkd/prune30-r8/model.pt'
+'ResNet-20 strong, second cycle, fp32 (s34)=benchmarks/results/resnet20-strong/model.pt'
 'ResNet-20 strong, distilled from airnet-wide, fp32 (s29)=benchmarks/results/resnet20-strong-kd/model.pt'
 '30% + 40% sparse, w3a3 in layers 2-3 from the w4a4 model, 15 ep (s30)=benchmarks/results/frontier-prune30-sparse40/w4a4-w3a3-e15/model.pt'
 '30% + 50% sparse + w4a4, wide teacher, 15 ep (s28)=benchmarks/results/frontier-prune30-sparse50/w4a4-e15-wide/model.pt'
