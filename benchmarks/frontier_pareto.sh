@@ -15,6 +15,7 @@ M=(
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+30 ep restart (s34)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-cont30/model.pt'
 '92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40 ep (s35)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70/model.pt'
 '92.57% parent: 30% + 40% sparse, fp32 (s35)=benchmarks/results/frontier-strongkd/s2-sparse40/model.pt'
+'92.57% parent: pruned by taylor_per_score r8 fp32 (s35)=benchmarks/results/frontier-strongkd/s2-prunescore-r8/model.pt'
 '92.57% parent: pruned 30% r8 fp32 (s35)=benchmarks/results/frontier-strongkd/s2-prune30-r8/model.pt'
 'KD parent: 30% + 70% sparse (12 ep) + w4a4, 15+8 ep (s31)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more/model.pt'
 'its ONNX export (s31, ft12 +8)=benchmarks/results/frontier-strongkd/sparse70-ft12-w4a4-e15-more-onnx/model.lowbit.onnx'
