@@ -1,6 +1,6 @@
 """Whole-model bit plans on a float artifact before any training: each plan's score (brief's rule) and the
 accuracy right after calibration on the first validation images, with the weight steps started at max|w| and
-at the least rounding error (BENCHMARKS section 27).
+at the least rounding error (BENCHMARKS section 27), and with the input steps then moved to theirs too (section 36).
 
     SLIMBENCH_DATA=../shared/data/cifar10 python benchmarks/bit_plans_before_training.py \
         benchmarks/results/frontier-prune30-sparse40/sparse40/model.pt
@@ -49,7 +49,7 @@ def main() -> None:
     nonzero = scored_nonzero(model, {}, artifact.lineage)
     print(f"float: {100 * evaluate(model.eval(), val_x, val_y, data.num_classes).accuracy:.2f}% "
           f"on {len(val_x):,} validation images")
-    print(f"{'plan':44} {'score':>7} {'max|w|':>8} {'mse':>8}")
+    print(f"{'plan':44} {'score':>7} {'max|w|':>8} {'mse':>8} {'mse+act':>8}")
     for name, (weight_bits, activation_bits, layer_bits) in PLANS.items():
         config = QuantizeConfig(mode="qat", weight_bits=weight_bits, activation_bits=activation_bits,
                                 first_last_bits=8, layer_bits=layer_bits)
@@ -58,12 +58,13 @@ def main() -> None:
         score = compute_score(ScoreInputs(w=nonzero, f=counts.macs, qw=bits["weight_bits"],
                                           qa=bits["activation_bits"], op_bits=bits["op_bits"])).total
         accuracy = {}
-        for start in ("max", "mse"):
+        for label, weights, inputs in (("max", "max", "percentile"), ("mse", "mse", "percentile"),
+                                       ("mse+act", "mse", "mse")):
             trial = apply_lowbit(copy.deepcopy(model), plan, args.checkpoint)
             torch.manual_seed(0)
-            calibrate_activations(trial, calibration, weight_step_init=start)
-            accuracy[start] = evaluate(trial.eval(), val_x, val_y, data.num_classes).accuracy
-        print(f"{name:44} {score:7.4f} {100 * accuracy['max']:7.2f}% {100 * accuracy['mse']:7.2f}%", flush=True)
+            calibrate_activations(trial, calibration, weight_step_init=weights, activation_step_init=inputs)
+            accuracy[label] = evaluate(trial.eval(), val_x, val_y, data.num_classes).accuracy
+        print(f"{name:44} {score:7.4f} " + " ".join(f"{100 * accuracy[k]:7.2f}%" for k in accuracy), flush=True)
 
 
 if __name__ == "__main__":

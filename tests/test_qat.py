@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 from slimbench.artifact import Artifact, load_artifact, load_model, read_sidecar, save_artifact
 from slimbench.cli import app
 from slimbench.compress import PruneConfig, QuantizeConfig, prune, quantize
-from slimbench.compress.qat import calibrate_activations, effective_bits, mse_weight_steps, plan_bits, weight_levels
+from slimbench.compress.qat import (
+    calibrate_activations,
+    effective_bits,
+    mse_activation_step,
+    mse_weight_steps,
+    plan_bits,
+    weight_levels,
+)
 from slimbench.data import normalize
 from slimbench.errors import CompressionError, ConfigError, ExportError
 from slimbench.export import export
@@ -250,6 +257,50 @@ def test_mse_step_init_sets_each_layers_step(synthetic):
             assert torch.allclose(module.quant_weight().scale.flatten(), expected, rtol=1e-5), name
     with pytest.raises(ValueError, match="weight_step_init"):
         QuantizeConfig(mode="qat", weight_step_init="percentile")
+
+
+def test_mse_activation_step_spends_a_low_bit_grid_on_the_bulk_not_the_peak():
+    torch.manual_seed(0)
+    inputs = torch.relu(torch.randn(50_000))
+    inputs[:5] = 40.0  # rare peaks, as a percentile statistic sees them
+
+    def error(step: float, bits: int) -> float:
+        return float(((inputs / step).round().clamp(0, 2**bits - 1) * step - inputs).square().sum())
+
+    for bits in (3, 4, 8):
+        peak_step = 40.0 / (2**bits - 1)
+        step = mse_activation_step(inputs, bits, signed=False, peak_step=peak_step)
+        assert step <= peak_step and error(step, bits) <= error(peak_step, bits)
+        if bits == 3:
+            assert error(step, bits) < 0.35 * error(peak_step, bits)
+    signed = torch.randn(50_000)
+    step = mse_activation_step(signed, 3, signed=True, peak_step=1.0)  # levels -4..3
+    assert 0.3 < step < 1.0
+
+
+def test_mse_activation_init_moves_each_input_step_to_its_least_error(synthetic):
+    torch.manual_seed(0)
+    images = synthetic.train_x[:16]
+    config = QuantizeConfig(mode="qat", weight_bits=3, activation_bits=3, activation_step_init="mse")
+    steps = {}
+    for start in ("percentile", "mse"):
+        torch.manual_seed(0)
+        model = build_model({"model": "resnet20", "width": 0.25})
+        plan = plan_bits(model, config, synthetic.train_x[:8])
+        apply_lowbit(model, plan)
+        calibrate_activations(model, images, activation_step_init=start)
+        steps[start] = {name: float(module.input_quant.scale()) for name, module in model.named_modules()
+                        if is_lowbit(module)}
+        if start == "mse":  # the first layer sees the images themselves, whatever the layers after it do
+            first = model.conv1
+            expected = mse_activation_step(normalize(images, channels_last=False), 8, True, steps["percentile"]["conv1"])
+            assert steps["mse"]["conv1"] == pytest.approx(expected, rel=1e-5)
+    assert steps["mse"].keys() == steps["percentile"].keys()
+    assert all(steps["mse"][name] <= steps["percentile"][name] * (1 + 1e-5) for name in steps["mse"])
+    assert sum(steps["mse"][n] < 0.9 * steps["percentile"][n] for n in steps["mse"]) >= len(steps["mse"]) // 2
+    assert first.input_quant.bit_width() == 8
+    with pytest.raises(ValueError, match="activation_step_init"):
+        QuantizeConfig(mode="qat", activation_step_init="max")
 
 
 def test_training_after_qat_holds_only_pruned_weights_and_stores_the_grid(tmp_path, trained, synthetic):

@@ -62,6 +62,9 @@ class QuantizeConfig(StrictModel):
     # each channel's first weight step: its largest |w| (every weight on the grid; at 2-3 bits most round to 0)
     # or the step that minimises the squared rounding error of that channel's weights
     weight_step_init: Literal["max", "mse"] = "max"
+    # each input's first step: Brevitas's (the 99.999th percentile of the calibration inputs over the grid's
+    # top level) or the step that rounds and clips those inputs with the least squared error
+    activation_step_init: Literal["percentile", "mse"] = "percentile"
     # progressive QAT from a QAT parent written before artifacts recorded their pruning masks, whose zeros mix
     # pruned weights with grid levels: the float ancestor in its lineage whose zeros are the masks
     masks_from: str | None = None
