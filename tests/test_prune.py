@@ -266,16 +266,15 @@ def test_pruning_criteria_are_plug_ins_and_an_unknown_one_is_an_error():
     """No silent fallback to random ranking: a misspelled criterion is refused where the config is read."""
     import torch
 
-    from slimbench.compress.structured import _importance
     from slimbench.errors import CompressionError
-    from slimbench.sparsity.criteria import CRITERIA, Criterion, register_criterion
+    from slimbench.sparsity.criteria import CRITERIA, Criterion, criterion, register_criterion
 
     with pytest.raises(ValueError, match="unknown structured pruning criterion 'l3'"):
         PruneConfig(method="l3")
     with pytest.raises(ValueError, match="unknown unstructured pruning criterion 'taylor'"):
         PruneConfig(kind="unstructured", method="taylor")
     with pytest.raises(CompressionError, match="unknown structured pruning criterion"):
-        _importance("magnitude")
+        criterion("magnitude", "structured")
     register_criterion(Criterion("smallest_last", unstructured=lambda w, _: 1 / (w.detach().abs() + 1e-12)))
     try:
         config = PruneConfig(kind="unstructured", method="smallest_last", ratio=0.5)

@@ -84,11 +84,12 @@ def prune_model(
     The step's record holds counts before and after and the ratios the score reads.
     """
     ratio = config.ratio if ratio is None else ratio
-    original = count_model(build_model(spec).eval(), input_shape)
+    architecture = build_model(spec).eval()
+    original = count_model(architecture, input_shape)
     before = count_model(model.eval(), input_shape)
     record: dict[str, Any] = {"kind": config.kind, "method": config.method, "ratio": ratio, "scope": config.scope}
     if config.kind == "structured":
-        reference = measure_target(build_model(spec).eval(), config, input_shape)
+        reference = measure_target(architecture, config, input_shape)
         result = prune_structured(model, config, ratio, reference, input_shape, calibrate)
         pruned = result.model
         record.update(target=config.target, channel_ratio=result.channel_ratio, achieved=result.achieved,

@@ -43,10 +43,14 @@ class _BarrierPruner(tp.pruner.function.BasePruningFunc):
         return int(layer.in_channels)
 
 
-def _importance(method: str) -> tp.importance.Importance:
-    factory = criterion(method, "structured").structured
-    assert factory is not None
-    return factory()  # type: ignore[return-value]
+def _importance(config: PruneConfig, model: nn.Module, example: torch.Tensor) -> tp.importance.Importance:
+    """The config's ranking, bound to the model it prunes when its criterion prices channels there."""
+    found = criterion(config.method, "structured")
+    assert found.structured is not None
+    importance = found.structured()
+    if found.needs_model:
+        importance.bind(model, example, config.score_norms)  # type: ignore[attr-defined]
+    return importance  # type: ignore[return-value]
 
 
 def resolve_round_to(round_to: int | str | None) -> int | None:
@@ -124,9 +128,7 @@ def _prune_once(model: nn.Module, config: PruneConfig, channel_ratio: float, exa
     model = copy.deepcopy(model)
     barriers = _barrier_pruners(model)
     ignored = _protected_layers(model, config, example)
-    importance = _importance(config.method)
-    if hasattr(importance, "bind"):
-        importance.bind(model, example, config.score_norms)
+    importance = _importance(config, model, example)
     if config.scope == "global":
         importance = _KeepFloor(importance, 1 - config.max_layer_ratio, resolve_round_to(config.round_to))
     pruner = tp.pruner.BasePruner(

@@ -23,6 +23,9 @@ class Criterion:
     # (weight, generator) -> a non-negative score per weight; lower goes first. Weights already zero must rank lowest.
     unstructured: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     needs_gradients: bool = False  # structured: ranks with the loss's gradients on calibration batches
+    # structured: the importance prices channels in the model it prunes, told before ranking through its
+    # ``bind(model, example_input, score_norms)``
+    needs_model: bool = False
 
 
 CRITERIA: dict[str, Criterion] = {}
@@ -127,5 +130,6 @@ register_criterion(Criterion("l2", lambda: _tp().importance.GroupMagnitudeImport
 register_criterion(Criterion("bn_scale", lambda: _tp().importance.BNScaleImportance()))
 register_criterion(Criterion("taylor", lambda: _tp().importance.GroupTaylorImportance(), needs_gradients=True))
 register_criterion(Criterion("taylor_per_score", lambda: ScoreCostImportance(
-    _tp().importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)), needs_gradients=True))
+    _tp().importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)), needs_gradients=True,
+    needs_model=True))
 register_criterion(Criterion("random", lambda: _tp().importance.RandomImportance(), _random_scores))
