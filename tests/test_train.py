@@ -390,3 +390,23 @@ def test_a_contiguous_student_is_evaluated_as_a_channels_last_copy(tmp_path, syn
     conv = trainer.model.conv1.weight
     assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)  # left as it trains
     assert all(torch.equal(v, weights[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_precise_bn_sets_the_statistics_from_training_images_and_leaves_training_alone(tmp_path, synthetic):
+    from slimbench.data import normalize, split_dataset
+
+    plain = {"augment": {"crop_padding": 0, "flip": False}, "select": "last", "epochs": 2}
+    without = train(small_config(**plain), run_dir=tmp_path / "a", progress=False, dataset=synthetic)
+    # the whole training split (448 images, seven batches of 64): the mean of the batch means is the mean
+    precise = train(small_config(**plain, precise_bn=448), run_dir=tmp_path / "b", progress=False, dataset=synthetic)
+    assert [h["train_loss"] for h in precise.history] == [h["train_loss"] for h in without.history]
+    model, _ = load_model(precise.model_path)
+    train_idx = split_dataset(synthetic, 64, 0).train_idx
+    with torch.no_grad():
+        first = model.eval().conv1(normalize(synthetic.train_x[train_idx], channels_last=False))
+    expected = first.mean(dim=(0, 2, 3))
+    assert torch.allclose(model.bn1.running_mean, expected, atol=1e-5)
+    moving, _ = load_model(without.model_path)
+    assert not torch.allclose(moving.bn1.running_mean, expected, atol=1e-3)
+    with pytest.raises(ValueError, match="precise_bn"):
+        small_config(precise_bn=256, ema_decay=0.99)

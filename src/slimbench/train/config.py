@@ -87,6 +87,11 @@ class TrainConfig(StrictModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    # before each evaluation, batch norm's running statistics recomputed as a plain mean over this many augmented
+    # training images instead of the moving average of the last ~20 batches (Wu and Johnson 2021, "precise BN"):
+    # in low-bit QAT that average moves validation by +-0.5 point from one batch to the next, and selection would
+    # pick that noise. Training itself is unchanged: it normalises with each batch's own statistics
+    precise_bn: int | None = Field(None, gt=0)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, else fp32
     # auto: the layout measured fastest for the device and compile setting (BENCHMARKS section 1): on CPUs,
     # channels_last in eager mode and contiguous under torch.compile, on both CPU classes; channels_last on GPUs
@@ -105,6 +110,13 @@ class TrainConfig(StrictModel):
     whiten_stem: bool = False  # start the first convolution as a whitening of training patches (fresh models only)
     bn_l1: float = Field(0.0, ge=0)  # network slimming: L1 pull on batch-norm scales, for bn_scale pruning later
     gradual_pruning: GradualPruningConfig | None = None  # unstructured sparsity ramped up while training
+
+    @model_validator(mode="after")
+    def _precise_bn_of_the_trained_weights(self) -> TrainConfig:
+        if self.precise_bn and self.ema_decay:
+            raise ValueError("precise_bn re-estimates the statistics of the trained weights; with ema_decay the "
+                             "averaged weights are the ones evaluated: use one or the other")
+        return self
 
     @field_validator("model")
     @classmethod

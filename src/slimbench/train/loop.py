@@ -42,6 +42,7 @@ from slimbench.measure.accuracy import (
     autocast,
     describe_device,
     evaluate,
+    full_fp32,
     resolve_device,
     resolve_precision,
 )
@@ -581,6 +582,32 @@ class _Trainer:
         finally:
             load_state_in_place(self.model, backup)
 
+    @torch.no_grad()
+    def _reestimate_norms(self, epoch: int) -> None:
+        """``precise_bn``: every batch norm's running statistics as the plain mean over seeded augmented training
+        images, the rest of the model in eval mode and fp32 (as it is evaluated). A generator of its own keeps the
+        training stream the same with the option as without it."""
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        pick = torch.randperm(len(self.train_x), generator=gen, device=self.device)[:self.cfg.precise_bn]
+        momenta = [norm.momentum for norm in norms]
+        self.model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative mean over the batches
+            norm.train()
+        try:
+            with full_fp32():
+                for batch in pick.split(self.cfg.batch_size):
+                    x, _ = self.augment(self.train_x[batch], self.train_y[batch], gen, None)
+                    self.model(x)
+        finally:
+            for norm, momentum in zip(norms, momenta, strict=True):
+                norm.momentum = momentum
+            self.model.train()
+
     # ---- driver --------------------------------------------------------------------------------
     def run(self, resume: bool, progress: bool, on_epoch: EpochCallback | None) -> TrainResult:
         from slimbench.train.plots import plot_history
@@ -607,6 +634,8 @@ class _Trainer:
                     record["device"], record["precision"] = self.device_label, self.precision
                     self.train_seconds += record["epoch_s"]
                     evaluated = time.perf_counter()
+                    if self.cfg.precise_bn:
+                        self._reestimate_norms(epoch)
                     if has_val:
                         record["val_loss"], record["val_acc"] = self._evaluate(self.val_x, self.val_y)
                     if self.cfg.report_test_each_epoch:
