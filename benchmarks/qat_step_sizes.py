@@ -1,6 +1,7 @@
 """How a QAT model's step sizes train: each input's step after QAT against its step at the start, the size of each
 kind of parameter's gradient against its value at the start (on a few training batches), and the trained model's
-accuracy with batch norm's statistics re-estimated on augmented training images (BENCHMARKS section 36).
+validation accuracy as batch norm's moving averages take a few more training batches (as each step of training
+does), and with its statistics re-estimated on augmented training images instead (BENCHMARKS section 36).
 
     SLIMBENCH_DATA=../shared/data/cifar10 python benchmarks/qat_step_sizes.py \
         RUN/stages/quantize-KEY/qat/init.pt benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70/model.pt
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("trained", help="the trained QAT model")
     parser.add_argument("--batches", type=int, default=5, help="training batches the gradients are measured on")
     parser.add_argument("--bn-images", type=int, default=10_000, help="augmented training images for batch norm")
+    parser.add_argument("--drift-batches", type=int, default=5, help="training batches the moving averages take")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
@@ -76,16 +78,27 @@ def main() -> None:
 
     print(f"as stored: {accuracies()}")
     norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
-    model.eval()
+    generator = torch.Generator().manual_seed(0)
+
+    def norms_see(images: torch.Tensor) -> None:  # batch norm alone in training mode: weights and steps as they are
+        model.eval()
+        for norm in norms:
+            norm.train()
+        with torch.no_grad():
+            model(normalize(random_flip(random_crop(images, 4, generator), generator), channels_last=True))
+        model.eval()
+
+    drift = []
+    for batch in calibration_indices(data, artifact, 128 * args.drift_batches, seed=2).split(128):
+        norms_see(data.train_x[batch])
+        drift.append(100 * evaluate(model, val_x, val_y, data.num_classes).accuracy)
+    print(f"validation after each of {args.drift_batches} more training batches (moving averages, momentum "
+          f"{norms[0].momentum}): " + ", ".join(f"{v:.2f}%" for v in drift))
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a plain mean over the batches
-        norm.train()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for batch in calibration_indices(data, artifact, args.bn_images, seed=1).split(128):
-            images = random_flip(random_crop(data.train_x[batch], 4, generator), generator)
-            model(normalize(images, channels_last=True))
+    for batch in calibration_indices(data, artifact, args.bn_images, seed=1).split(128):
+        norms_see(data.train_x[batch])
     print(f"batch norm re-estimated on {args.bn_images:,} augmented training images: {accuracies()}")
 
 
