@@ -301,6 +301,8 @@ def test_mse_activation_init_moves_each_input_step_to_its_least_error(synthetic)
     assert first.input_quant.bit_width() == 8
     with pytest.raises(ValueError, match="activation_step_init"):
         QuantizeConfig(mode="qat", activation_step_init="max")
+    with pytest.raises(CompressionError, match="activation_step_init"):
+        calibrate_activations(model, images, activation_step_init="max")
 
 
 def test_training_after_qat_holds_only_pruned_weights_and_stores_the_grid(tmp_path, trained, synthetic):

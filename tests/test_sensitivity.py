@@ -101,12 +101,14 @@ def test_cli_prints_the_table_and_writes_json_and_plot(tmp_path, trained, synthe
 
     monkeypatch.setattr(cli, "_dataset_of", lambda checkpoint, data_dir: synthetic)
     out = CliRunner().invoke(app, ["sensitivity", str(trained), "--bits", "3,4", "--images", "32", "--save",
-                                   "0.001", "--weight-step-init", "mse", "--plot", str(tmp_path / "s.png"),
+                                   "0.001", "--weight-step-init", "mse", "--activation-step-init", "mse",
+                                   "--plot", str(tmp_path / "s.png"),
                                    "--json", str(tmp_path / "s.json")])
     assert out.exit_code == 0, out.output
     assert "layer_bits" in out.output and "w3a3" in out.output and "kept" in out.output
     payload = json.loads((tmp_path / "s.json").read_text())
     assert payload["base_bits"] == 4 and len(payload["layers"]) > 10 and payload["weight_step_init"] == "mse"
+    assert payload["activation_step_init"] == "mse"
     assert (tmp_path / "s.png").stat().st_size > 10_000
 
 
@@ -124,3 +126,5 @@ def test_mse_step_init_loses_less_at_two_bits(report, trained, synthetic):
     assert sum(layer.drops[2] for layer in mse.layers) < sum(layer.drops[2] for layer in report.layers)
     with pytest.raises(CompressionError, match="weight_step_init"):
         bit_sensitivity(trained, bits=(4,), dataset=synthetic, weight_step_init="percentile")
+    with pytest.raises(CompressionError, match="activation_step_init"):
+        bit_sensitivity(trained, bits=(4,), dataset=synthetic, activation_step_init="max")

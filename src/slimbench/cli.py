@@ -571,6 +571,9 @@ def sensitivity(
     weight_step_init: Annotated[str, typer.Option(help="Start each trial's weight steps as the QAT run will: max "
                                                   "(largest |w| per channel) or mse (least rounding error).")]
         = "max",
+    activation_step_init: Annotated[str, typer.Option(help="Start each trial's input steps as the QAT run will: "
+                                                      "percentile (Brevitas's) or mse (least quantization "
+                                                      "error).")] = "percentile",
     plot: Annotated[Path | None, typer.Option(help="Write the per-layer bar chart here (PNG).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the measurements and suggestion here.")]
         = None,
@@ -603,7 +606,8 @@ def sensitivity(
             bar.update(task, advance=1, description=f"{layer} at {width} bits")
 
         report = bit_sensitivity(checkpoint, widths, images=images, dataset=_dataset_of(checkpoint, data_dir),
-                                 on_step=step, weight_step_init=weight_step_init)
+                                 on_step=step, weight_step_init=weight_step_init,
+                                 activation_step_init=activation_step_init)
     keep = [report.layers[0].name, report.layers[-1].name] if keep_first_last and report.layers else []
     norms = (score_rule.param_norm, score_rule.op_norm)
     chosen = suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,

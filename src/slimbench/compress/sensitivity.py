@@ -51,6 +51,7 @@ class SensitivityReport:
     calibration_images: int
     layers: list[LayerSensitivity] = field(default_factory=list)
     weight_step_init: str = "max"  # as QuantizeConfig's: the trials start their weight steps as QAT would
+    activation_step_init: str = "percentile"  # and their input steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,12 +60,15 @@ class SensitivityReport:
 def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: int = 2000,
                     calibration_size: int = 256, dataset: ImageDataset | None = None, seed: int = 0,
                     on_step: Callable[[str, int], None] | None = None,
-                    weight_step_init: str = "max") -> SensitivityReport:
+                    weight_step_init: str = "max", activation_step_init: str = "percentile") -> SensitivityReport:
     """Validation accuracy lost by each Conv2d/Linear of a float artifact quantized alone at each of ``bits``
     (weights and inputs), on the first ``images`` validation images; ``on_step(layer, bits)`` after each.
-    ``weight_step_init``: "max" or "mse", as the QAT run the suggestion is for will start its weight steps."""
+    ``weight_step_init`` ("max" or "mse") and ``activation_step_init`` ("percentile" or "mse"): as the QAT run the
+    suggestion is for will start its weight and input steps."""
     if weight_step_init not in ("max", "mse"):
         raise CompressionError(f"weight_step_init must be 'max' or 'mse', got {weight_step_init!r}")
+    if activation_step_init not in ("percentile", "mse"):
+        raise CompressionError(f"activation_step_init must be 'percentile' or 'mse', got {activation_step_init!r}")
     if not bits or any(not 2 <= b <= 8 for b in bits):
         raise CompressionError(f"bit widths must lie in 2..8, got {list(bits)}")
     artifact = load_artifact(checkpoint)
@@ -84,7 +88,8 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
     reference = evaluate(model, val_x, val_y, num_classes, channels_last=False).accuracy
     counts = {layer.name: layer for layer in count_model(model, tuple(data.train_x.shape[1:])).layers}
     report = SensitivityReport(checkpoint=str(checkpoint), reference_acc=reference, images=len(val_x),
-                               calibration_images=len(calibration), weight_step_init=weight_step_init)
+                               calibration_images=len(calibration), weight_step_init=weight_step_init,
+                               activation_step_init=activation_step_init)
     # layer order and input signedness do not depend on the width: one forward pass finds them for every trial
     plan = plan_bits(model, QuantizeConfig(mode="qat", first_last_bits=None), calibration[:64])
     for name in plan:
@@ -93,7 +98,8 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
             recipe = {**plan[name], "weight_bits": b, "activation_bits": b}
             trial = apply_lowbit(copy.deepcopy(model), {name: recipe}, str(checkpoint))
             torch.manual_seed(seed)
-            calibrate_activations(trial, calibration, weight_step_init=weight_step_init)
+            calibrate_activations(trial, calibration, weight_step_init=weight_step_init,
+                                  activation_step_init=activation_step_init)
             drops[b] = reference - evaluate(trial, val_x, val_y, num_classes, channels_last=False).accuracy
             if on_step:
                 on_step(name, b)
