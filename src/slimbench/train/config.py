@@ -89,7 +89,7 @@ class TrainConfig(StrictModel):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     # before each evaluation, batch norm's running statistics recomputed as a plain mean over this many augmented
     # training images instead of the moving average of the last ~20 batches (Wu and Johnson 2021, "precise BN"):
-    # in low-bit QAT that average moves validation by +-0.5 point from one batch to the next, and selection would
+    # in low-bit QAT that average moves validation by 0.4-0.6 point within five batches, and selection would
     # pick that noise. Training itself is unchanged: it normalises with each batch's own statistics
     precise_bn: int | None = Field(None, gt=0)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where native, else fp32
