@@ -14,16 +14,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import warnings
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from slimbench.artifact import load_model
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
 from slimbench.data.augment import normalize, random_crop, random_flip
 from slimbench.measure.accuracy import evaluate
 from slimbench.models.lowbit import QUANTIZER_MARK
+from slimbench.models.norms import batch_norms, update_batch_norms
 
 
 def _kind(name: str, parameter: torch.Tensor) -> str:
@@ -77,28 +78,20 @@ def main() -> None:
         return f"val {100 * val:.2f}%, test {100 * test:.2f}%"
 
     print(f"as stored: {accuracies()}")
-    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
     generator = torch.Generator().manual_seed(0)
 
-    def norms_see(images: torch.Tensor) -> None:  # batch norm alone in training mode: weights and steps as they are
-        model.eval()
-        for norm in norms:
-            norm.train()
-        with torch.no_grad():
-            model(normalize(random_flip(random_crop(images, 4, generator), generator), channels_last=True))
-        model.eval()
+    def augmented(picks: torch.Tensor) -> Iterator[torch.Tensor]:
+        for batch in picks.split(128):
+            images = random_flip(random_crop(data.train_x[batch], 4, generator), generator)
+            yield normalize(images, channels_last=True)
 
     drift = []
     for batch in calibration_indices(data, artifact, 128 * args.drift_batches, seed=2).split(128):
-        norms_see(data.train_x[batch])
+        update_batch_norms(model, augmented(batch), restart=False)  # as a training step moves the averages
         drift.append(100 * evaluate(model, val_x, val_y, data.num_classes).accuracy)
     print(f"validation after each of {args.drift_batches} more training batches (moving averages, momentum "
-          f"{norms[0].momentum}): " + ", ".join(f"{v:.2f}%" for v in drift))
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a plain mean over the batches
-    for batch in calibration_indices(data, artifact, args.bn_images, seed=1).split(128):
-        norms_see(data.train_x[batch])
+          f"{batch_norms(model)[0].momentum}): " + ", ".join(f"{v:.2f}%" for v in drift))
+    update_batch_norms(model, augmented(calibration_indices(data, artifact, args.bn_images, seed=1)))
     print(f"batch norm re-estimated on {args.bn_images:,} augmented training images: {accuracies()}")
 
 

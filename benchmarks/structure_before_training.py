@@ -25,6 +25,7 @@ from slimbench.compress.prune import _calibration
 from slimbench.compress.structured import measure_target, prune_structured
 from slimbench.data.augment import normalize
 from slimbench.measure import count_model
+from slimbench.models.norms import update_batch_norms
 from slimbench.sparsity.config import PruneConfig
 
 SHAPE = (3, 32, 32)
@@ -33,14 +34,8 @@ SHAPE = (3, 32, 32)
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, recalibrate: torch.Tensor | None) -> float:
     model = copy.deepcopy(model)
     if recalibrate is not None:  # pruning leaves the running statistics of the channels that stay out of date
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.reset_running_stats()
-                module.momentum = None  # a plain mean over the batches
-        model.train()
-        with torch.no_grad():
-            for start in range(0, len(recalibrate), 128):
-                model(normalize(recalibrate[start:start + 128], channels_last=False))
+        update_batch_norms(model, (normalize(recalibrate[start:start + 128], channels_last=False)
+                                   for start in range(0, len(recalibrate), 128)))
     model.eval()
     with torch.no_grad():
         return float((model(normalize(images, channels_last=False)).argmax(1) == labels).float().mean())

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from slimbench.errors import ModelError
 from slimbench.models import available_models, build_model, count_parameters, normalize_spec
@@ -132,3 +133,26 @@ def test_compiled_airnet_trains_in_bf16_with_finite_gradients():
         loss = torch.nn.functional.cross_entropy(torch.compile(model)(x).float(), y)
     loss.backward()
     assert [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()] == []
+
+
+def test_update_batch_norms_restarts_or_continues_the_statistics_and_restores_the_model():
+    from slimbench.models.norms import update_batch_norms
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.5), nn.Dropout(0.9), nn.ReLU()).train()
+    conv, norm = model[0], model[1]
+    batches = [torch.randn(8, 3, 6, 6) + 3.0 for _ in range(3)]
+    with torch.no_grad():
+        outputs = torch.cat([conv(b) for b in batches])
+    assert update_batch_norms(model, iter(batches)) == 24
+    # the plain mean of the batch means: equal batches, so the mean over all images
+    torch.testing.assert_close(norm.running_mean, outputs.mean(dim=(0, 2, 3)))
+    assert norm.momentum == 0.5 and all(m.training for m in model.modules())
+    restarted = norm.running_mean.clone()
+    update_batch_norms(model, [batches[0]], restart=False)  # one step of the moving average, momentum 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(norm.running_mean, 0.5 * restarted + 0.5 * conv(batches[0]).mean(dim=(0, 2, 3)))
+    before = norm.running_mean.clone()
+    with pytest.raises(ValueError, match="no images"):
+        update_batch_norms(model.eval(), [])
+    assert torch.equal(norm.running_mean, before) and not model.training

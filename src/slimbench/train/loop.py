@@ -48,6 +48,7 @@ from slimbench.measure.accuracy import (
 )
 from slimbench.models import build_model, count_parameters
 from slimbench.models.lowbit import load_state_in_place, snap_weights
+from slimbench.models.norms import batch_norms, update_batch_norms
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
 from slimbench.sparsity.select import select_layers
 from slimbench.sparsity.unstructured import (
@@ -585,28 +586,16 @@ class _Trainer:
     @torch.no_grad()
     def _reestimate_norms(self, epoch: int) -> None:
         """``precise_bn``: every batch norm's running statistics as the plain mean over seeded augmented training
-        images, the rest of the model in eval mode and fp32 (as it is evaluated). A generator of its own keeps the
-        training stream the same with the option as without it."""
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
+        images, the rest of the model as it is evaluated, in fp32. A generator of its own keeps the training
+        stream the same with the option as without it."""
+        if not batch_norms(self.model):
             return
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + epoch)
         pick = torch.randperm(len(self.train_x), generator=gen, device=self.device)[:self.cfg.precise_bn]
-        momenta = [norm.momentum for norm in norms]
-        self.model.eval()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative mean over the batches
-            norm.train()
-        try:
-            with full_fp32():
-                for batch in pick.split(self.cfg.batch_size):
-                    x, _ = self.augment(self.train_x[batch], self.train_y[batch], gen, None)
-                    self.model(x)
-        finally:
-            for norm, momentum in zip(norms, momenta, strict=True):
-                norm.momentum = momentum
-            self.model.train()
+        augmented = (self.augment(self.train_x[batch], self.train_y[batch], gen, None)[0]
+                     for batch in pick.split(self.cfg.batch_size))
+        with full_fp32():
+            update_batch_norms(self.model, augmented, restart=True)
 
     # ---- driver --------------------------------------------------------------------------------
     def run(self, resume: bool, progress: bool, on_epoch: EpochCallback | None) -> TrainResult:
