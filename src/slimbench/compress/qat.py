@@ -112,35 +112,36 @@ def effective_bits(model: nn.Module, plan: dict[str, dict[str, Any]],
 
 
 @torch.no_grad()
+def _least_error_steps(rows: torch.Tensor, peak: torch.Tensor, levels: int, low: int, high: int,
+                       candidates: int) -> torch.Tensor:
+    """Per row of ``rows``, the step among ``candidates`` fractions of that row's largest step ``peak / levels`` whose grid
+    (integers ``low``..``high`` times the step) rounds and clips the row with the least squared error, with one
+    temporary the size of ``rows`` at a time."""
+    best_step, best_error = peak / levels, torch.full_like(peak, float("inf"))
+    for fraction in torch.linspace(1.0 / candidates, 1.0, candidates).tolist():
+        step = peak * (fraction / levels)
+        error = ((rows / step[:, None]).round().clamp(low, high) * step[:, None] - rows).square().sum(dim=1)
+        better = error < best_error
+        best_step, best_error = torch.where(better, step, best_step), torch.where(better, error, best_error)
+    return best_step
+
+
 def mse_weight_steps(weight: torch.Tensor, bits: int, candidates: int = 100) -> torch.Tensor:
     """Per output channel, the step among ``candidates`` fractions of max|w| whose symmetric narrow-range grid
     (levels -(2^(b-1)-1)..2^(b-1)-1) rounds that channel's weights with the least squared error."""
     flat = weight.detach().float().flatten(1)
     top = 2 ** (bits - 1) - 1
     peak = flat.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny)
-    best_step, best_error = peak / top, torch.full_like(peak, float("inf"))
-    for fraction in torch.linspace(1.0 / candidates, 1.0, candidates).tolist():  # one weight-sized temporary
-        step = peak * (fraction / top)
-        error = ((flat / step[:, None]).round().clamp(-top, top) * step[:, None] - flat).square().sum(dim=1)
-        better = error < best_error
-        best_step, best_error = torch.where(better, step, best_step), torch.where(better, error, best_error)
-    return best_step
+    return _least_error_steps(flat, peak, top, -top, top, candidates)
 
 
-@torch.no_grad()
 def mse_activation_step(inputs: torch.Tensor, bits: int, signed: bool, peak_step: float,
                         candidates: int = 100) -> float:
     """The step among ``candidates`` fractions of ``peak_step`` whose per-tensor grid (unsigned 0..2^b-1, or
     signed -2^(b-1)..2^(b-1)-1) rounds and clips ``inputs`` with the least squared error."""
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    flat = inputs.detach().float().flatten()
-    best_step, best_error = peak_step, float("inf")
-    for fraction in torch.linspace(1.0 / candidates, 1.0, candidates).tolist():
-        step = peak_step * fraction
-        error = float(((flat / step).round().clamp(low, high) * step - flat).square().sum())
-        if error < best_error:
-            best_step, best_error = step, error
-    return best_step
+    flat = inputs.detach().float().flatten()[None]
+    return float(_least_error_steps(flat, torch.tensor([float(peak_step)]), 1, low, high, candidates))
 
 
 @torch.no_grad()
