@@ -41,7 +41,7 @@ from slimbench.artifact import (
 )
 from slimbench.compress.calibration import calibration_indices, dataset_for, training_config
 from slimbench.compress.finetune import finetune, same_stage_config
-from slimbench.compress.quantize import QuantizeConfig, QuantizeResult, quantize_step
+from slimbench.compress.quantize import QuantizeConfig, QuantizeResult, check_step_inits, quantize_step
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
@@ -175,10 +175,7 @@ def calibrate_activations(model: nn.Module, images: torch.Tensor, batch_size: in
     least error; ``activation_step_init="mse"`` then moves each input's step to the one that quantizes that
     input with the least error. At 3 bits the percentile step spends the grid on rare peaks, and training hardly
     moves it: with almost nothing clipped, its gradient is ~1e-4 of its value where a weight's is ~0.2."""
-    if weight_step_init not in ("max", "mse"):
-        raise CompressionError(f"weight_step_init must be 'max' or 'mse', got {weight_step_init!r}")
-    if activation_step_init not in ("percentile", "mse"):
-        raise CompressionError(f"activation_step_init must be 'percentile' or 'mse', got {activation_step_init!r}")
+    check_step_inits(weight_step_init, activation_step_init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from brevitas.graph.calibrate import calibration_mode

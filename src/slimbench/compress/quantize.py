@@ -15,7 +15,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -36,6 +36,18 @@ HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 class LayerBits(StrictModel):
     weight_bits: int | None = Field(None, ge=2, le=8)
     activation_bits: int | None = Field(None, ge=2, le=8)
+
+
+WeightStepInit = Literal["max", "mse"]
+ActivationStepInit = Literal["percentile", "mse"]
+
+
+def check_step_inits(weight_step_init: str, activation_step_init: str) -> None:
+    """Refuse a step start that no QAT run knows, for callers that take the names outside a QuantizeConfig."""
+    for name, value, allowed in (("weight_step_init", weight_step_init, get_args(WeightStepInit)),
+                                 ("activation_step_init", activation_step_init, get_args(ActivationStepInit))):
+        if value not in allowed:
+            raise CompressionError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
 class QuantizeConfig(StrictModel):
@@ -61,10 +73,10 @@ class QuantizeConfig(StrictModel):
     distill_from_parent: bool = False  # distil from the parent (the float model, or the QAT model at more bits)
     # each channel's first weight step: its largest |w| (every weight on the grid; at 2-3 bits most round to 0)
     # or the step that minimises the squared rounding error of that channel's weights
-    weight_step_init: Literal["max", "mse"] = "max"
+    weight_step_init: WeightStepInit = "max"
     # each input's first step: Brevitas's (the 99.999th percentile of the calibration inputs over the grid's
     # top level) or the step that rounds and clips those inputs with the least squared error
-    activation_step_init: Literal["percentile", "mse"] = "percentile"
+    activation_step_init: ActivationStepInit = "percentile"
     # progressive QAT from a QAT parent written before artifacts recorded their pruning masks, whose zeros mix
     # pruned weights with grid levels: the float ancestor in its lineage whose zeros are the masks
     masks_from: str | None = None

@@ -25,7 +25,7 @@ import torch
 from slimbench.artifact import load_artifact, load_model
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
 from slimbench.compress.qat import calibrate_activations, plan_bits
-from slimbench.compress.quantize import QuantizeConfig
+from slimbench.compress.quantize import QuantizeConfig, check_step_inits
 from slimbench.data import ImageDataset
 from slimbench.errors import CompressionError
 from slimbench.measure import count_model
@@ -65,10 +65,7 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
     (weights and inputs), on the first ``images`` validation images; ``on_step(layer, bits)`` after each.
     ``weight_step_init`` ("max" or "mse") and ``activation_step_init`` ("percentile" or "mse"): as the QAT run the
     suggestion is for will start its weight and input steps."""
-    if weight_step_init not in ("max", "mse"):
-        raise CompressionError(f"weight_step_init must be 'max' or 'mse', got {weight_step_init!r}")
-    if activation_step_init not in ("percentile", "mse"):
-        raise CompressionError(f"activation_step_init must be 'percentile' or 'mse', got {activation_step_init!r}")
+    check_step_inits(weight_step_init, activation_step_init)
     if not bits or any(not 2 <= b <= 8 for b in bits):
         raise CompressionError(f"bit widths must lie in 2..8, got {list(bits)}")
     artifact = load_artifact(checkpoint)
