@@ -590,7 +590,7 @@ class _Trainer:
         stream the same with the option as without it."""
         if not batch_norms(self.model):
             return
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 2_000_029 + epoch)  # not an augmentation seed
         pick = torch.randperm(len(self.train_x), generator=gen, device=self.device)[:self.cfg.precise_bn]
         augmented = (self.augment(self.train_x[batch], self.train_y[batch], gen, None)[0]
                      for batch in pick.split(self.cfg.batch_size))
