@@ -97,13 +97,15 @@ class ScoreCostImportance:
         """The score one channel of ``group`` costs: its weights in every layer of the group, and their MACs."""
         if self._norms is None:
             raise CompressionError("a score-cost importance needs each layer's output size: bind it to the model first")
-        graph, seen, params, macs = group._DG, set(), 0.0, 0.0
+        tp = _tp()
+        out_channel_fns = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)  # as Torch-Pruning's own importances tell
+        seen, params, macs = set(), 0.0, 0.0
         root_indices = max(len(group[0][1]), 1)
         for dep, indices in group:
-            layer = dep.target.module
+            layer = dep.layer
             if not isinstance(layer, nn.Conv2d | nn.Linear):
                 continue
-            outgoing = graph.is_out_channel_pruning_fn(dep.handler)
+            outgoing = dep.pruning_fn in out_channel_fns
             if (id(layer), outgoing) in seen:
                 continue
             seen.add((id(layer), outgoing))
