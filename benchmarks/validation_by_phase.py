@@ -7,7 +7,7 @@ the first (BENCHMARKS sections 36 and 37 compare QAT runs that differ in one set
 
 A phase runs from the epoch after the previous end to its own end (1-based, inclusive); a run shorter than a phase
 is averaged over the epochs it has, and a phase it has none of prints a dash. The last record of an epoch counts
-(a resumed run may log one twice).
+(a resumed run may log one twice). A run is named by its folder, or ``LABEL=PATH`` names it.
 """
 
 from __future__ import annotations
@@ -32,24 +32,26 @@ def validation_by_epoch(log: Path) -> dict[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("logs", nargs="+", type=Path, help="log.jsonl files; the first is the reference")
+    parser.add_argument("logs", nargs="+", help="log.jsonl files ([LABEL=]PATH); the first is the reference")
     parser.add_argument("--ends", nargs="+", type=int, required=True, help="last epoch of each phase, increasing")
     args = parser.parse_args()
     if args.ends != sorted(set(args.ends)) or args.ends[0] < 1:
         raise SystemExit("--ends must be increasing epoch numbers from 1")
-    runs = [validation_by_epoch(log) for log in args.logs]
+    labelled = [item.split("=", 1) if "=" in item else (Path(item).parent.name, item) for item in args.logs]
+    labels = [label for label, _ in labelled]
+    runs = [validation_by_epoch(Path(path)) for _, path in labelled]
     phases = list(zip([0, *args.ends[:-1]], args.ends, strict=True))
     print("| run | " + " | ".join(f"epochs {start + 1}-{end}" for start, end in phases) + " |")
     print("| --- |" + " ---: |" * len(phases))
     means: list[list[float | None]] = []
-    for log, run in zip(args.logs, runs, strict=True):
+    for label, run in zip(labels, runs, strict=True):
         row = [statistics.fmean(v) if (v := [run[e] for e in range(start + 1, end + 1) if e in run]) else None
                for start, end in phases]
         means.append(row)
-        print(f"| {log.parent.name} | " + " | ".join("-" if m is None else f"{m:.2f}%" for m in row) + " |")
-    for log, row in zip(args.logs[1:], means[1:], strict=True):
+        print(f"| {label} | " + " | ".join("-" if m is None else f"{m:.2f}%" for m in row) + " |")
+    for label, row in zip(labels[1:], means[1:], strict=True):
         gains = ["-" if m is None or ref is None else f"{m - ref:+.2f}" for m, ref in zip(row, means[0], strict=True)]
-        print(f"| gain of {log.parent.name} | " + " | ".join(gains) + " |")
+        print(f"| gain of {label} | " + " | ".join(gains) + " |")
 
 
 if __name__ == "__main__":
