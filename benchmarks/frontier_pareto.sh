@@ -1,5 +1,5 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-36).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-37).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ M=(
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-more/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 40+30 ep restart (s34)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e40-gradual70-cont30/model.pt'
+'92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), least-error input steps, 60 ep (s37)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e60-gradual70-actmse/model.pt'
 '92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), least-error input steps, 40+8 ep (s36)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse-more/model.pt'
 'its ONNX export (s36, +8)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse-more/model.pt'
 '92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), least-error input steps, 40 ep (s36)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse/model.pt'
