@@ -27,7 +27,7 @@ def update_batch_norms(model: nn.Module, batches: Iterable[torch.Tensor], *, res
     number of images seen; with ``restart`` and no images at all, the statistics stay as they were and
     ``ValueError`` is raised."""
     norms = batch_norms(model)
-    tracked = [norm for norm in norms if norm.track_running_stats]
+    tracked = [norm for norm in norms if norm.track_running_stats] if restart else []  # what a refusal restores
     before = [(n.running_mean.clone(), n.running_var.clone(), n.num_batches_tracked.clone()) for n in tracked]
     modes = [m.training for m in model.modules()]
     momenta = [norm.momentum for norm in norms]
