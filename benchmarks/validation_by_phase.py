@@ -3,7 +3,7 @@ the first (BENCHMARKS sections 36 and 37 compare QAT runs that differ in one set
 
     python benchmarks/validation_by_phase.py \
         benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70/log.jsonl \
-        benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse/log.jsonl --ends 10 20 27 40
+        benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse/log.jsonl --ends 10,20,27,40
 
 A phase runs from the epoch after the previous end to its own end (1-based, inclusive); a run shorter than a phase
 is averaged over the epochs it has, and a phase it has none of prints a dash. The last record of an epoch counts
@@ -30,13 +30,25 @@ def validation_by_epoch(log: Path) -> dict[int, float]:
     return by_epoch
 
 
+def phase_ends(text: str) -> list[int]:
+    """``10,20,40`` as [10, 20, 40]: increasing epoch numbers from 1, or argparse's usage error."""
+    try:
+        ends = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of epochs: {text!r}") from None
+    if not ends or ends != sorted(set(ends)) or ends[0] < 1:
+        raise argparse.ArgumentTypeError(f"phase ends must be increasing epoch numbers from 1: {text!r}")
+    return ends
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("logs", nargs="+", help="log.jsonl files ([LABEL=]PATH); the first is the reference")
-    parser.add_argument("--ends", nargs="+", type=int, required=True, help="last epoch of each phase, increasing")
+    # One comma-separated token, so that it can stand before or after the logs (a space-separated list swallowed
+    # the logs that followed it).
+    parser.add_argument("--ends", type=phase_ends, required=True,
+                        help="last epoch of each phase, increasing, comma-separated: 10,20,40")
     args = parser.parse_args()
-    if args.ends != sorted(set(args.ends)) or args.ends[0] < 1:
-        raise SystemExit("--ends must be increasing epoch numbers from 1")
     labelled = [item.split("=", 1) if "=" in item else (Path(item).parent.name, item) for item in args.logs]
     labels = [label for label, _ in labelled]
     runs = [validation_by_epoch(Path(path)) for _, path in labelled]
