@@ -5,10 +5,11 @@ ToTensor, Normalize), fp32, contiguous NCHW, as most CIFAR tutorials write it. s
 ``slimbench.train.train`` on the same images (tensor-resident uint8 data, whole-batch augmentation,
 bf16 autocast where the CPU has native bf16), eager and torch.compile, each contiguous and channels_last, and
 with ``--ddp`` the eager channels_last trainer in two processes of one thread each (``torchrun``, gloo DDP: each
-process takes half of every batch of 128, so the recipe is the same but for batch-norm statistics over 64 images).
+process takes half of every batch of 128, so the recipe is the same but for batch-norm statistics over 64 images),
+and with ``--ddp-compile`` the same two processes training a ``torch.compile``-d model (layout by ``channels_last: auto``).
 Both at batch 128 with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
 
-Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--ddp]
+Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--ddp] [--ddp-compile]
        [--variants eager-channels_last,...] [--rounds N] [--json OUT]
 """
 
@@ -98,22 +99,27 @@ def slimbench_throughput(dataset, images: int, compile_model: bool, precision: s
     return result.history[-1]["images_per_s"], result.metrics["memory_format"]
 
 
-def ddp_throughput(data_dir: str | None, images: int, precision: str, model: str, processes: int = 2) -> float:
-    """The eager channels_last trainer in ``processes`` processes of one thread each, launched by torchrun as a user
-    would: the second epoch's rate over all processes (rank 0 logs the global rate)."""
+def ddp_throughput(data_dir: str | None, images: int, precision: str, model: str, processes: int = 2,
+                   compile_model: bool = False) -> tuple[float, str]:
+    """The trainer in ``processes`` processes of one thread each, launched by torchrun as a user would: the second
+    epoch's rate over all processes (rank 0 logs the global rate) and the layout it trained in. Eager runs
+    channels_last; a compiled run takes the layout that ``channels_last: auto`` picks under compile."""
+    layout = "auto" if compile_model else "true"
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
                    "-m", "slimbench.cli", "train", "--model", model, "--epochs", "2", "--runs-root", tmp, "--name", "run",
                    "--no-progress", "--set", f"data.train_subset={images}", "--set", "data.val_size=0",
-                   "--set", f"precision={precision}", "--set", "channels_last=true", "--set", "compile=false",
+                   "--set", f"precision={precision}", "--set", f"channels_last={layout}",
+                   "--set", f"compile={str(compile_model).lower()}",
                    "--set", f"batch_size={BATCH}", "--set", "report_test_each_epoch=false", "--set", "select=last"]
         env = {**os.environ, "OMP_NUM_THREADS": "1", **({"SLIMBENCH_DATA": data_dir} if data_dir else {})}
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"torchrun failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
         history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-    return history[-1]["images_per_s"]
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    return history[-1]["images_per_s"], metrics["memory_format"]
 
 
 def train_flops_per_image(spec: dict | None = None) -> float:
@@ -148,6 +154,8 @@ def main() -> None:
     parser.add_argument("--baseline-steps", type=int, default=40)
     parser.add_argument("--model", default="resnet20", help="zoo model trained by both loops")
     parser.add_argument("--ddp", action="store_true", help="add the two-process (torchrun DDP) eager variant")
+    parser.add_argument("--ddp-compile", action="store_true",
+                        help="add the two-process (torchrun DDP) variant training a torch.compile-d model")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"slimbench variants to time, comma-separated from {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=1,
@@ -174,9 +182,10 @@ def main() -> None:
             compile_model, channels_last = VARIANTS[variant]
             ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last, spec)
             results[f"slimbench {'torch.compile' if compile_model else 'eager'}, {precision}, {layout}"] = ips
-        if args.ddp:
-            results[f"slimbench eager, {precision}, channels_last, 2 processes x 1 thread (DDP)"] = ddp_throughput(
-                args.data_dir, args.images, precision, args.model)
+        for compile_model in [False] * args.ddp + [True] * args.ddp_compile:
+            ips, layout = ddp_throughput(args.data_dir, args.images, precision, args.model, compile_model=compile_model)
+            mode = "torch.compile" if compile_model else "eager"
+            results[f"slimbench {mode}, {precision}, {layout}, 2 processes x 1 thread (DDP)"] = ips
         rounds.append(results)
         if args.rounds > 1:
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k.split(': ')[0]} {v:.0f}" for k, v in results.items()),

@@ -387,9 +387,10 @@ def test_ray_backend(tmp_path, synthetic):
     assert [r["experiment"] for r in load_rows([tmp_path / "ray"])] == ["base", "student"]
 
 
-@pytest.mark.realdata
+@pytest.mark.slow  # 2 minutes on the AVX2 class, a tenth of the default suite there; the study file itself is
+@pytest.mark.realdata  # validated whole by the default suite's load tests
 def test_brief_study_smoke_on_real_cifar10(tmp_path, real_data_dir, monkeypatch):
-    """Every experiment of the brief, each stage for one epoch on a slice of the real data (about 3 minutes)."""
+    """Every experiment of the brief, each stage for one epoch on a slice of the real data (2-3 minutes)."""
     monkeypatch.setenv("SLIMBENCH_DATA", str(real_data_dir))
     rows = run_study(load_study(ROOT / "studies" / "brief.yaml"), tmp_path / "brief", smoke=True, progress=False,
                      log=lambda _: None)
