@@ -13,6 +13,9 @@ export SLIMBENCH_DATA := $(abspath ../shared/data/cifar10)
 endif
 endif
 
+# one pytest-xdist worker per core, at most four (each holds torch, Brevitas, ONNX Runtime and JAX in memory)
+TEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+
 .PHONY: install demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
@@ -36,7 +39,7 @@ demo: install
 	$(VENV)/bin/slimbench demo
 
 test: install
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,12 +1,15 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-37).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-39).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=benchmarks/results/frontier-prune30-sparse50
 M=(
-'BEST: KD parent: 30% + 40->70% sparse during w4a4, 15+8 ep (s32)=benchmarks/results/best/model.pt'
-'its ONNX export (s32, best)=benchmarks/results/best/model.lowbit.onnx'
+'BEST: 92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), least-error input steps, 40 ep, seed 2 (s39)=benchmarks/results/best/model.pt'
+'its ONNX export (s39, best)=benchmarks/results/best/model.lowbit.onnx'
+'92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), least-error input steps, 40 ep, seed 3 (s39)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse-seed3/model.pt'
+'KD parent: 30% + 40->70% sparse during w4a4, 15+8 ep (s32, best until s39)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-more/model.pt'
+'its ONNX export (s32)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-more/model.pt'
 'KD parent: 30% + 40->70% sparse during w4a4, 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70-more/model.pt'

@@ -8,6 +8,28 @@ import pytest
 
 from slimbench.data import make_synthetic
 
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (`make test` runs one worker per core), each worker gets its share of the cores: torch
+    would otherwise give every worker all of them, and the workers would contend for each core (and so would the
+    processes the tests start)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        share = max(1, cores // workers)
+        torch.set_num_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)  # the CLI and torchrun processes that tests start
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the workers start with COLUMNS=80 and LINES=24 that no shell set; the CLI would wrap its tables at 80
+        # columns there, and only there
+        os.environ.pop("COLUMNS", None)
+        os.environ.pop("LINES", None)
+
+
+_share_cores_between_workers()
+
 REAL_DATA = Path(os.environ.get("SLIMBENCH_DATA", Path(__file__).resolve().parents[2] / "shared/data/cifar10"))
 
 
