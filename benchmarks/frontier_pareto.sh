@@ -10,6 +10,7 @@ M=(
 '92.57% parent: 30% + 40->70% sparse during w3a3 (layers 2-3), least-error input steps, 40 ep, seed 3 (s39)=benchmarks/results/frontier-strongkd/s2-sparse40-w3a3-e40-gradual70-actmse-seed3/model.pt'
 'KD parent: 30% + 40->70% sparse during w4a4, 15+8 ep (s32, best until s39)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-more/model.pt'
 'its ONNX export (s32)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-more-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-more/model.pt'
+'KD parent: 30% + 40->70% sparse during w4a4, least-error input steps, 15 ep (s39)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70-actmse/model.pt'
 'KD parent: 30% + 40->70% sparse during w4a4, 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w4a4-e15-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15 ep (s32)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70/model.pt'
 'KD parent: 30% + 40->70% sparse during w3a3 (layers 2-3), 15+8 ep (s33)=benchmarks/results/frontier-strongkd/sparse40-w3a3-e15-gradual70-more/model.pt'
