@@ -13,8 +13,8 @@ export SLIMBENCH_DATA := $(abspath ../shared/data/cifar10)
 endif
 endif
 
-# one pytest-xdist worker per core, at most four (each holds torch, Brevitas, ONNX Runtime and JAX in memory)
-TEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+# pytest-xdist workers: one per logical core, at most four (each holds torch, Brevitas, ONNX Runtime and JAX)
+TEST_WORKERS ?= logical
 
 .PHONY: install demo test lint bench clean
 
@@ -39,7 +39,7 @@ demo: install
 	$(VENV)/bin/slimbench demo
 
 test: install
-	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS)
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --maxprocesses 4
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
