@@ -115,7 +115,17 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path, synthetic):
         train(cfg, run_dir=tmp_path / "nan", progress=False, dataset=synthetic)
 
 
-def test_distillation_and_fine_tuning_from_an_artifact(tmp_path, synthetic):
+def test_distillation_and_fine_tuning_from_an_artifact(tmp_path, synthetic, monkeypatch):
+    import slimbench.train.plots as plots
+
+    legends: list[list[str]] = []
+    real_save = plots.save_figure
+
+    def remember_legend(fig, path):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", remember_legend)
     teacher = train(small_config(epochs=3), run_dir=tmp_path / "t", progress=False, dataset=synthetic)
     student = train(
         small_config(epochs=2, model={"model": "resnet20", "width": 0.25},
@@ -123,6 +133,9 @@ def test_distillation_and_fine_tuning_from_an_artifact(tmp_path, synthetic):
         run_dir=tmp_path / "s", progress=False, dataset=synthetic,
     )
     assert student.metrics["params"] < teacher.metrics["params"]
+    # the student's train curve is the distillation mix, not the cross-entropy its validation curve shows
+    assert legends[0][0] == "train (cross-entropy)"
+    assert legends[1][0] == "train (0.9 x distillation + 0.1 x cross-entropy)"
     tuned = train(small_config(epochs=1, init_from=str(teacher.model_path)), run_dir=tmp_path / "f",
                   progress=False, dataset=synthetic)
     _, artifact = load_model(tuned.model_path)

@@ -711,8 +711,10 @@ class _Trainer:
                 final.state = {k: v.cpu() for k, v in snap_weights(self.model).items()}
             save_artifact(final, model_path)
             atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+            objective = "cross-entropy" if self.cfg.distill is None else (f"{self.cfg.distill.alpha:g} x distillation + "
+                                                                     f"{1 - self.cfg.distill.alpha:g} x cross-entropy")
             plot_history(self.history, self.run_dir / "curves.png",
-                         title=f"{self.spec['model']} on {self.dataset.name}")
+                         title=f"{self.spec['model']} on {self.dataset.name}", train_objective=objective)
             self._record("done", started_iso, metrics)
         return TrainResult(run_dir=self.run_dir, model_path=model_path, metrics=metrics, history=self.history)
 
