@@ -6,11 +6,12 @@ ToTensor, Normalize), fp32, contiguous NCHW, as most CIFAR tutorials write it. s
 bf16 autocast where the CPU has native bf16), eager and torch.compile, each contiguous and channels_last, and
 with ``--ddp`` the eager channels_last trainer in two processes of one thread each (``torchrun``, gloo DDP: each
 process takes half of every batch of 128, so the recipe is the same but for batch-norm statistics over 64 images),
-and with ``--ddp-compile`` the same two processes training a ``torch.compile``-d model (layout by ``channels_last: auto``).
+and with ``--ddp-compile`` the same two processes training a ``torch.compile``-d model (layout by ``channels_last: auto``);
+``--ddp-variants`` names two-process variants with their layout, from the same list as ``--variants``.
 Both at batch 128 with the same SGD optimiser. Throughput is images/s over training steps after warm-up.
 
 Usage: python benchmarks/train_throughput.py [--data-dir DIR] [--images 6400] [--model resnet20] [--ddp] [--ddp-compile]
-       [--variants eager-channels_last,...] [--rounds N] [--json OUT]
+       [--ddp-variants compile-channels_last,...] [--variants eager-channels_last,...] [--rounds N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ def slimbench_throughput(dataset, images: int, compile_model: bool, precision: s
 
 
 def ddp_throughput(data_dir: str | None, images: int, precision: str, model: str, processes: int = 2,
-                   compile_model: bool = False) -> tuple[float, str]:
+                   compile_model: bool = False, channels_last: bool | None = None) -> tuple[float, str]:
     """The trainer in ``processes`` processes of one thread each, launched by torchrun as a user would: the second
-    epoch's rate over all processes (rank 0 logs the global rate) and the layout it trained in. Eager runs
-    channels_last; a compiled run takes the layout that ``channels_last: auto`` picks under compile."""
-    layout = "auto" if compile_model else "true"
+    epoch's rate over all processes (rank 0 logs the global rate) and the layout it trained in. Without a layout,
+    eager runs channels_last and a compiled run takes the one that ``channels_last: auto`` picks under compile."""
+    default_layout = "auto" if compile_model else "true"
+    layout = default_layout if channels_last is None else str(channels_last).lower()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
@@ -156,6 +158,8 @@ def main() -> None:
     parser.add_argument("--ddp", action="store_true", help="add the two-process (torchrun DDP) eager variant")
     parser.add_argument("--ddp-compile", action="store_true",
                         help="add the two-process (torchrun DDP) variant training a torch.compile-d model")
+    parser.add_argument("--ddp-variants", default="",
+                        help="two-process (torchrun DDP) variants with their layout, comma-separated from the same list")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"slimbench variants to time, comma-separated from {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=1,
@@ -165,7 +169,8 @@ def main() -> None:
     args = parser.parse_args()
     spec = {"model": args.model}
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in VARIANTS]
+    chosen_ddp = [v.strip() for v in args.ddp_variants.split(",") if v.strip()]
+    unknown = [v for v in chosen + chosen_ddp if v not in VARIANTS]
     if unknown or args.rounds < 1:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}" if unknown
                          else "--rounds must be at least 1")
@@ -182,8 +187,10 @@ def main() -> None:
             compile_model, channels_last = VARIANTS[variant]
             ips, layout = slimbench_throughput(dataset, args.images, compile_model, precision, channels_last, spec)
             results[f"slimbench {'torch.compile' if compile_model else 'eager'}, {precision}, {layout}"] = ips
-        for compile_model in [False] * args.ddp + [True] * args.ddp_compile:
-            ips, layout = ddp_throughput(args.data_dir, args.images, precision, args.model, compile_model=compile_model)
+        ddp_runs = [(False, None)] * args.ddp + [(True, None)] * args.ddp_compile + [VARIANTS[v] for v in chosen_ddp]
+        for compile_model, channels_last in ddp_runs:
+            ips, layout = ddp_throughput(args.data_dir, args.images, precision, args.model, compile_model=compile_model,
+                                         channels_last=channels_last)
             mode = "torch.compile" if compile_model else "eager"
             results[f"slimbench {mode}, {precision}, {layout}, 2 processes x 1 thread (DDP)"] = ips
         rounds.append(results)
