@@ -273,8 +273,10 @@ def test_a_misspelled_key_in_the_last_stage_fails_before_anything_trains(tmp_pat
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "slimbench.cli", "study", "run", str(path), "--out",
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
-    assert time.perf_counter() - started < 5  # the interpreter, torch's import and the check: no training
+    # nothing was written, so nothing trained; the time only bounds the interpreter, torch's import and the check,
+    # which took just over 5 s on the AVX2 class beside another xdist worker
     assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert time.perf_counter() - started < 20
     [line] = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert line.startswith("error:") and "experiment 'student'" in line and where in line and repr(key) in line
     with pytest.raises(ConfigError, match="experiment 'student'"):  # the Python API checks before running too
