@@ -5,9 +5,10 @@ at the least rounding error (BENCHMARKS section 27), and with the input steps th
     SLIMBENCH_DATA=../shared/data/cifar10 python benchmarks/bit_plans_before_training.py \
         benchmarks/results/frontier-prune30-sparse40/sparse40/model.pt
 
-``--sparsity 0.7`` first zeroes the smallest 70% of the weights of every layer but the first, by magnitude, where a
-gradual pruning ramp to 70% (``scope: layer, exclude: [conv1]``) ends: the scores are then those that training to that
-sparsity will reach (BENCHMARKS section 40), the accuracies those of one-shot pruning without training.
+``--sparsity 0.7`` first zeroes the smallest 70% of the weights of every layer but the first and the classifier, by
+magnitude, where a gradual pruning ramp to 70% (``scope: layer, exclude: [conv1]``) ends, with the trainer's own
+selection and ranking: the scores are then those that training to that sparsity will reach (BENCHMARKS section 40),
+the accuracies those of one-shot pruning without training.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from slimbench.measure.accuracy import evaluate
 from slimbench.measure.counts import scored_nonzero
 from slimbench.models.lowbit import apply_lowbit
 from slimbench.score import ScoreInputs, compute_score
+from slimbench.sparsity import GradualPruningConfig, select_layers
+from slimbench.sparsity.unstructured import prune_unstructured
 
 W3A3 = {"weight_bits": 3, "activation_bits": 3}
 PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last layer at 8 bits in all
@@ -39,17 +42,6 @@ PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last 
 }
 
 
-@torch.no_grad()
-def zero_smallest(model: torch.nn.Module, share: float, skip: set[str]) -> None:
-    """Zero the ``share`` of each convolution's and linear layer's weights with the smallest magnitude."""
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear) and name not in skip:
-            magnitude = module.weight.abs().flatten()
-            cut = round(share * magnitude.numel())
-            if cut:
-                module.weight[module.weight.abs() <= magnitude.kthvalue(cut).values] = 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
@@ -59,8 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     model, artifact = load_model(args.checkpoint)
-    if args.sparsity:
-        zero_smallest(model, args.sparsity, skip={"conv1"})
+    if args.sparsity:  # the selection and ranking the trainer's gradual pruning uses at its last step
+        ramp_end = GradualPruningConfig(final_sparsity=args.sparsity, scope="layer", exclude=["conv1"])
+        config = ramp_end.as_prune_config(args.sparsity)
+        prune_unstructured(select_layers(model, config), config)
     data = dataset_for(artifact, None)
     val_x, val_y = (t[:args.images] for t in validation_images(data, artifact))
     calibration = data.train_x[calibration_indices(data, artifact, 256, 0)]
