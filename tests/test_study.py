@@ -356,6 +356,45 @@ def test_crowded_plots_number_their_points_and_name_the_front_in_a_key():
     assert [line.split()[0] for line in key] == ["1", "2", "3", "4", "5*"] and key[0].endswith("model-0")
 
 
+def test_crowd_window_finds_the_models_piled_at_the_accuracy_line():
+    from slimbench.study.compare import crowd_window
+
+    parents = [(0.05, 0.92), (0.09, 0.925), (0.1, 0.93)]
+    crowd = [(0.004 + i * 1e-4, 0.895 + i * 1e-3) for i in range(10)]
+    far_below = [(0.0045, 0.85)]
+    x0, x1, y0, y1 = crowd_window(parents + crowd + far_below)
+    assert (x0, y0) == crowd[0] and (x1, y1) == crowd[-1]  # the parents and the 85% model lie outside
+    assert crowd_window(parents + crowd[:5]) is None  # too few to crowd: the one panel is enough
+    assert crowd_window(parents) is None
+
+
+def test_a_crowd_at_the_line_gets_an_enlarged_panel_that_labels_it(tmp_path, monkeypatch):
+    import slimbench.plotting as plotting
+    from slimbench.study.compare import plot_comparison
+
+    figures = {}
+    real_save = plotting.save_figure
+
+    def keep(fig, path, svg=False):
+        figures[Path(path).stem] = [(ax.get_xlim(), sorted(t.get_text() for t in ax.texts)) for ax in fig.axes
+                                    if ax.axison]  # the panels, not the key's frameless axes
+        real_save(fig, path, svg)
+
+    monkeypatch.setattr(plotting, "save_figure", keep)
+    rows = [{"experiment": f"parent-{i}", "params": 270_000 - i, "macs": 4.0e7, "score": 0.09 + i / 100,
+             "test_acc": 0.92 + i / 1000, "eligible": True} for i in range(3)]
+    rows += [{"experiment": f"qat-{i}", "params": 60_000 + 1000 * i, "macs": 2.2e7, "score": 0.0038 + i / 10_000,
+              "test_acc": 0.893 + i / 1000, "eligible": 0.893 + i / 1000 >= 0.9} for i in range(14)]
+    plot_comparison(rows, tmp_path, references=False)
+    (main_limits, main_texts), (zoom_limits, zoom_texts) = figures["accuracy_vs_score"]
+    # the crowd is numbered 1-14 from the left, and each number is written once, in the enlarged panel
+    assert zoom_texts == sorted(str(n) for n in range(1, 15))
+    assert not set(zoom_texts) & set(main_texts)
+    assert zoom_limits[1] < 0.006 < main_limits[1]
+    assert len(figures["accuracy_vs_params"]) == 2
+    assert [len(axes) for axes in figures.values()] == [2, 2, 2]
+
+
 def test_pareto_front():
     points = [(1.0, 0.5), (2.0, 0.7), (3.0, 0.6), (4.0, 0.9), (0.5, 0.4)]
     assert pareto_front(points) == [4, 0, 1, 3]

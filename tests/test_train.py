@@ -136,8 +136,9 @@ def test_distillation_and_fine_tuning_from_an_artifact(tmp_path, synthetic, monk
     # the student's train curve is the distillation mix, not the cross-entropy its validation curve shows
     assert legends[0][0] == "train (cross-entropy)"
     assert legends[1][0] == "train (0.9 x distillation + 0.1 x cross-entropy)"
-    tuned = train(small_config(epochs=1, init_from=str(teacher.model_path)), run_dir=tmp_path / "f",
-                  progress=False, dataset=synthetic)
+    tuned = train(small_config(epochs=1, init_from=str(teacher.model_path), label_smoothing=0.1),
+                  run_dir=tmp_path / "f", progress=False, dataset=synthetic)
+    assert legends[2][0] == "train (cross-entropy with label smoothing 0.1)"
     _, artifact = load_model(tuned.model_path)
     assert [step["stage"] for step in artifact.lineage] == ["train", "train"]
     assert artifact.lineage[-1]["parent"] is not None

@@ -171,12 +171,37 @@ def point_labels(points: list[tuple[float, float]], names: list[str], front: lis
     return labels, key
 
 
+CROWD_BAND = 0.015  # accuracy either side of the line within which a crowd of models is enlarged
+
+
+def crowd_window(points: list[tuple[float, float]], line: float = 0.9, band: float = CROWD_BAND, span: float = 2.5,
+                 min_points: int = 8) -> tuple[float, float, float, float] | None:
+    """Where a study's points crowd at the accuracy line: (x0, x1, y0, y1) in data units, or None.
+
+    A compression study piles its models just above and below the line at nearly one cost; on a plot that
+    spans the parents too, their labels stack into a column. The window takes the points within ``band`` of
+    the line whose cost is at most ``span`` times the cheapest of them, and every point inside those bounds.
+    """
+    near = [(x, y) for x, y in points if abs(y - line) <= band]
+    if not near:
+        return None
+    x0 = min(x for x, _ in near)
+    x1 = max(x for x, _ in near if x <= span * x0)
+    inside = [(x, y) for x, y in points if x0 <= x <= x1 and line - band <= y <= line + band]
+    if len(set(inside)) < min_points:
+        return None
+    return x0, x1, min(y for _, y in inside), max(y for _, y in inside)
+
+
 def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str = "",
                     references: bool = True, max_named: int = 12) -> list[Path]:
     """accuracy_vs_{params,macs,score,flash_bytes,peak_ram_bytes}.png/.svg in ``out_dir`` (flash and RAM where
     the rows carry them); returns the PNG paths. With more than ``max_named`` models the points are numbered
-    and a key beside the axes names them (see ``point_labels``)."""
+    and a key beside the axes names them (see ``point_labels``); where they crowd at the accuracy line
+    (``crowd_window``), a second panel below shows that window enlarged and carries their labels."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     from slimbench.plotting import save_figure
 
@@ -193,48 +218,89 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         shown = [r for r in rows if r.get(key) and r.get("test_acc") is not None]
         points = [(float(r[key]), float(r["test_acc"])) for r in shown]
         names = [r["experiment"] for r in shown]
-        front, front_label = plotted_front(points, [bool(r.get("eligible")) for r in shown]) if points else ([], "")
+        eligible = [bool(r.get("eligible")) for r in shown]
+        front, front_label = plotted_front(points, eligible) if points else ([], "")
         labels, key_lines = point_labels(points, names, front, max_named)
-        if key_lines:  # one column beside the axes; the figure grows to hold it (monospace, 6 pt, 1.25 lines)
-            key_width = max(map(len, key_lines)) * 0.6 * 6 / 72 + 0.4
-            figsize = (7.5 + key_width, max(5.0, len(key_lines) * 1.25 * 6 / 72 + 1.8))
-        else:
-            figsize = (7.5, 5.0)
-        fig, ax = plt.subplots(figsize=figsize)
-        if points:
-            # below the accuracy line a model is not a candidate: hollow, so the eye finds the eligible ones
-            for eligible, legend in ((True, "this study"), (False, "this study, below the accuracy line")):
-                group = [p for p, r in zip(points, shown, strict=True) if bool(r.get("eligible")) == eligible]
-                if group:
-                    ax.scatter([p[0] for p in group], [100 * p[1] for p in group], s=36, zorder=3, label=legend,
-                               color="tab:blue" if eligible else "white", edgecolors="tab:blue")
-            ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
-                    color="tab:blue", alpha=0.5, linestyle="--", label=front_label)
+        window = crowd_window(points) if key_lines else None
+        panels = 2 if window else 1
+        # the key is one column beside the panels, in an axes of its own so that the layout keeps room for it
+        # (monospace, 6 pt, 1.25 lines): the figure grows to hold it
+        key_width = max(map(len, key_lines)) * 0.6 * 6 / 72 + 0.4 if key_lines else 0.0
+        key_height = len(key_lines) * 1.25 * 6 / 72 + 1.8 if key_lines else 0.0
+        fig = plt.figure(figsize=(7.5 + key_width, max(5.0 * panels, key_height)))
+        grid = fig.add_gridspec(panels, 2 if key_lines else 1, width_ratios=[7.5, key_width] if key_lines else None)
+        ax = fig.add_subplot(grid[0, 0])
+        zoom_ax = fig.add_subplot(grid[1, 0]) if window else None
+        if key_lines:
+            key_ax = fig.add_subplot(grid[:, 1])
+            key_ax.axis("off")
+            key_ax.text(0.0, 1.0, "\n".join([*key_lines, "", "  * on the Pareto front"]), transform=key_ax.transAxes,
+                        va="top", ha="left", fontsize=6, family="monospace", linespacing=1.25)
         shown_refs = [r for r in refs if r.get(key)] if key != "score" else []
         ref_points = [(float(r[key]), float(r["test_acc"])) for r in shown_refs]
-        if shown_refs:
-            ax.scatter([p[0] for p in ref_points], [100 * p[1] for p in ref_points], marker="^", s=40,
-                       color="tab:gray", zorder=2, label="literature (see sources)")
-        ax.axhline(90, color="tab:red", linewidth=0.8, linestyle=":", label="90% threshold")
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("CIFAR-10 test accuracy (%)")
+        for panel in (ax, zoom_ax):
+            if panel is not None:
+                _draw_points(panel, points, eligible, front, front_label, ref_points, label)
         ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
-        ax.grid(True, which="both", alpha=0.3)
-        # this study's names first, then the literature's in the room left; no label covers a marker
+        inside = [False] * len(points)
+        if window and zoom_ax is not None:
+            x0, x1, y0, y1 = window
+            inside = [x0 <= x <= x1 and y0 <= y <= y1 for x, y in points]
+            span_x, pad_y = (x1 / x0 if x1 > x0 else 1.5), max(0.1, 0.06 * 100 * (y1 - y0))
+            zoom_ax.set_xlim(x0 / span_x ** 0.06, x1 * span_x ** 0.2)  # room on the right for the last column's labels
+            zoom_ax.set_ylim(100 * y0 - pad_y, 100 * y1 + pad_y)
+            # a narrow log range gets log minor labels that collide: a few plain ticks instead
+            zoom_ax.xaxis.set_major_locator(MaxNLocator(6))
+            zoom_ax.xaxis.set_minor_formatter(NullFormatter())
+            zoom_ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+            zoom_ax.set_title(f"enlarged: the grey box above, the models within {100 * CROWD_BAND:g} points of 90% "
+                              "at the cheap end", fontsize=9)
+            (zx0, zx1), (zy0, zy1) = zoom_ax.get_xlim(), zoom_ax.get_ylim()
+            ax.add_patch(Rectangle((zx0, zy0), zx1 - zx0, zy1 - zy0, fill=False, edgecolor="0.4", linewidth=0.8,
+                                   zorder=1))
         ax.autoscale_view()
+        fig.tight_layout()  # labels are placed in pixels: the panels must have their final size first
+        # this study's names first, then the literature's in the room left; no label covers a marker
         taken = _marker_boxes(ax, [*points, *ref_points])
-        _label_points(ax, points, labels, taken=taken)
-        if key_lines:
-            ax.text(1.02, 1.0, "\n".join([*key_lines, "", "  * on the Pareto front"]), transform=ax.transAxes,
-                    va="top", ha="left", fontsize=6, family="monospace", linespacing=1.25)
+        if zoom_ax is not None:
+            # a point inside the window is labelled in the enlarged panel only (by its number): its column crowded
+            _label_points(ax, [p for p, i in zip(points, inside, strict=True) if not i],
+                          [t for t, i in zip(labels, inside, strict=True) if not i], taken=taken)
+            _label_points(zoom_ax, [p for p, i in zip(points, inside, strict=True) if i],
+                          [t.split(" ")[0] for t, i in zip(labels, inside, strict=True) if i],
+                          taken=_marker_boxes(zoom_ax, points))
+        else:
+            _label_points(ax, points, labels, taken=taken)
         _label_points(ax, ref_points, [r["name"].split(" (")[0] for r in shown_refs], fontsize=6, color="dimgray",
                       taken=taken)
-        # below the axes, where it can never hide a point
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=4, frameon=False)
+        # below the (last) axes, where it can never hide a point
+        (zoom_ax or ax).legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center",
+                               bbox_to_anchor=(0.5, -0.16 if zoom_ax else -0.13), ncol=4, frameon=False)
         save_figure(fig, out_dir / f"accuracy_vs_{key}.png", svg=True)
         written.append(out_dir / f"accuracy_vs_{key}.png")
     return written
+
+
+def _draw_points(ax: Any, points: list[tuple[float, float]], eligible: list[bool], front: list[int], front_label: str,
+                 ref_points: list[tuple[float, float]], label: str) -> None:
+    """Markers, the Pareto front, the literature and the accuracy line on one panel (labels come after)."""
+    if points:
+        # below the accuracy line a model is not a candidate: hollow, so the eye finds the eligible ones
+        for group_eligible, legend in ((True, "this study"), (False, "this study, below the accuracy line")):
+            group = [p for p, ok in zip(points, eligible, strict=True) if ok == group_eligible]
+            if group:
+                ax.scatter([p[0] for p in group], [100 * p[1] for p in group], s=36, zorder=3, label=legend,
+                           color="tab:blue" if group_eligible else "white", edgecolors="tab:blue")
+        ax.step([points[i][0] for i in front], [100 * points[i][1] for i in front], where="post",
+                color="tab:blue", alpha=0.5, linestyle="--", label=front_label)
+    if ref_points:
+        ax.scatter([p[0] for p in ref_points], [100 * p[1] for p in ref_points], marker="^", s=40,
+                   color="tab:gray", zorder=2, label="literature (see sources)")
+    ax.axhline(90, color="tab:red", linewidth=0.8, linestyle=":", label="90% threshold")
+    ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("CIFAR-10 test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -249,8 +315,9 @@ def _marker_boxes(ax: Any, points: list[tuple[float, float]], radius_pt: float =
 def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], fontsize: float = 7,
                   color: str | None = None, taken: list[Box] | None = None) -> None:
     """Name every point without overlaps: coincident points share one label, and each label takes the first
-    free slot (right of its point, then alternately below and above) in screen space, clear of the boxes in
-    ``taken`` (markers, labels placed before), to which it adds its own."""
+    free slot (right of its point, then alternately above and below, then in a lane further out; see
+    ``_label_slots``) in screen space, clear of the boxes in ``taken`` (markers, labels placed before), to which
+    it adds its own."""
     groups: dict[tuple[float, float], list[str]] = {}
     for point, name in zip(points, names, strict=True):
         groups.setdefault(point, []).append(name)
@@ -266,23 +333,33 @@ def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], 
         width, height = char * max(map(len, group)), line * len(group)
         left = px + 4 * scale + width > right_edge and px - 4 * scale - width >= left_edge
         x0 = px - 4 * scale - width if left else px + 4 * scale
+        away = -1 if left else 1
         fallback = None  # the nearest slot inside the frame, when every such slot covers something
-        for step in range(40):
-            shift = (step + 1) // 2 * (1 if step % 2 else -1)  # 0, +1, -1, +2, -2 ...
-            dy = 2 * scale + shift * line
-            box = (x0, py + dy, x0 + width, py + dy + height)
+        for _, lane, shift in _label_slots():
+            dx, dy = away * lane * (width + 6 * scale), 2 * scale + shift * line
+            box = (x0 + dx, py + dy, x0 + dx + width, py + dy + height)
             inside = bottom_edge <= box[1] and box[3] <= top_edge  # not across the frame or the title
+            if lane:  # a lane further out must stay inside the frame sideways too
+                inside = inside and left_edge <= box[0] and box[2] <= right_edge
             if inside and fallback is None:
-                fallback = (box, dy, shift)
+                fallback = (box, dx, dy, lane, shift)
             if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
                 break
         else:
             if fallback is not None:
-                box, dy, shift = fallback
+                box, dx, dy, lane, shift = fallback
         taken.append(box)
-        ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=(-4 if left else 4, dy / scale),
+        ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=((away * 4 * scale + dx) / scale, dy / scale),
                     ha="right" if left else "left", va="bottom", fontsize=fontsize, linespacing=1.0, color=color,
-                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if shift else None)
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if shift or lane else None)
+
+
+def _label_slots(lanes: int = 3, shifts: int = 40, lane_cost: int = 4) -> list[tuple[int, int, int]]:
+    """Where a label may go, nearest first, as (cost, lane, line shift): beside its point, then a line up or down
+    at a time, and in a dense column (many points at one cost) a lane further out costs ``lane_cost`` lines."""
+    order = [(step + 1) // 2 * (1 if step % 2 else -1) for step in range(shifts)]  # 0, +1, -1, +2, -2 ...
+    return sorted(((abs(shift) + lane_cost * lane, lane, shift) for lane in range(lanes) for shift in order),
+                  key=lambda slot: slot[0])
 
 
 def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | None:

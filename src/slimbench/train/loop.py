@@ -476,6 +476,13 @@ class _Trainer:
             teacher_logits = self.teacher(self._teacher_input(x))
         return distillation_loss(logits, teacher_logits, loss, self.cfg.distill.temperature, self.cfg.distill.alpha)
 
+    def loss_name(self) -> str:
+        """What :meth:`loss` minimises, in words, for the train curve's legend."""
+        hard = "cross-entropy" + (f" with label smoothing {self.cfg.label_smoothing:g}" if self.cfg.label_smoothing else "")
+        if self.cfg.distill is None:
+            return hard
+        return f"{self.cfg.distill.alpha:g} x distillation + {1 - self.cfg.distill.alpha:g} x {hard}"
+
     def backward(self, loss: torch.Tensor) -> None:
         if self.scaler:  # fp16 on CUDA: scaled, then unscaled so that gradient hooks see true values
             self.scaler.scale(loss).backward()
@@ -711,10 +718,8 @@ class _Trainer:
                 final.state = {k: v.cpu() for k, v in snap_weights(self.model).items()}
             save_artifact(final, model_path)
             atomic_write(self.run_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-            objective = "cross-entropy" if self.cfg.distill is None else (f"{self.cfg.distill.alpha:g} x distillation + "
-                                                                     f"{1 - self.cfg.distill.alpha:g} x cross-entropy")
             plot_history(self.history, self.run_dir / "curves.png",
-                         title=f"{self.spec['model']} on {self.dataset.name}", train_objective=objective)
+                         title=f"{self.spec['model']} on {self.dataset.name}", train_objective=self.loss_name())
             self._record("done", started_iso, metrics)
         return TrainResult(run_dir=self.run_dir, model_path=model_path, metrics=metrics, history=self.history)
 
