@@ -8,6 +8,7 @@ literature (``literature.yaml``) as separate markers with their sources.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from importlib import resources
@@ -243,7 +244,7 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
                 _draw_points(panel, points, eligible, front, front_label, ref_points, label)
         ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
         inside = [False] * len(points)
-        if window and zoom_ax is not None:
+        if window is not None and zoom_ax is not None:
             x0, x1, y0, y1 = window
             inside = [x0 <= x <= x1 and y0 <= y <= y1 for x, y in points]
             span_x, pad_y = (x1 / x0 if x1 > x0 else 1.5), max(0.1, 0.06 * 100 * (y1 - y0))
@@ -354,12 +355,13 @@ def _label_points(ax: Any, points: list[tuple[float, float]], names: list[str], 
                     arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if shift or lane else None)
 
 
-def _label_slots(lanes: int = 3, shifts: int = 40, lane_cost: int = 4) -> list[tuple[int, int, int]]:
+@functools.cache
+def _label_slots(lanes: int = 3, shifts: int = 40, lane_cost: int = 4) -> tuple[tuple[int, int, int], ...]:
     """Where a label may go, nearest first, as (cost, lane, line shift): beside its point, then a line up or down
     at a time, and in a dense column (many points at one cost) a lane further out costs ``lane_cost`` lines."""
     order = [(step + 1) // 2 * (1 if step % 2 else -1) for step in range(shifts)]  # 0, +1, -1, +2, -2 ...
-    return sorted(((abs(shift) + lane_cost * lane, lane, shift) for lane in range(lanes) for shift in order),
-                  key=lambda slot: slot[0])
+    return tuple(sorted(((abs(shift) + lane_cost * lane, lane, shift) for lane in range(lanes) for shift in order),
+                        key=lambda slot: slot[0]))
 
 
 def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | None:
