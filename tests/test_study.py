@@ -573,6 +573,38 @@ def test_a_train_stage_runs_a_committed_config_and_chains_from_the_stage_before(
         load_study(path)
 
 
+def test_a_train_stage_takes_its_parents_recipe_only_when_asked(tmp_path, synthetic):
+    """A train stage after a model uses the trainer's defaults beyond the keys it names, unless it says
+    ``recipe: parent``: then it is laid over the parent's training config, as prune and quantize fine-tunes are."""
+    parent = {"model": {"model": "resnet20", "width": 0.25}, "epochs": 1, "batch_size": 64, "seed": 5,
+              "data": {"val_size": 96}, "label_smoothing": 0.1, "optimizer": {"lr": 0.05, "weight_decay": 0.001}}
+    more = {"epochs": 1, "optimizer": {"lr": 0.01}}
+    study = {"name": "recipes", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "parent", "stages": [{"train": parent}]},
+        {"name": "defaults", "from": "parent", "stages": [{"train": {**more, "batch_size": 64}}]},
+        {"name": "inherited", "from": "parent", "stages": [{"train": {**more, "recipe": "parent"}}]},
+    ]}
+    run_study(Study.model_validate(study), tmp_path / "out", dataset=synthetic, progress=False, log=lambda _: None)
+    configs = {}
+    for run in (tmp_path / "out" / "stages").glob("train-*"):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        configs[(config["init_from"] is not None, config["label_smoothing"])] = config
+    assert set(configs) == {(False, 0.1), (True, 0.0), (True, 0.1)}
+    inherited = configs[(True, 0.1)]
+    assert inherited["optimizer"]["lr"] == 0.01 and inherited["optimizer"]["weight_decay"] == 0.001
+    assert inherited["seed"] == 5 and inherited["data"]["val_size"] == 96 and "recipe" not in inherited
+    assert configs[(True, 0.0)]["optimizer"]["weight_decay"] != 0.001
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**study, "experiments": [{"name": "x", "stages": [{"train": {"recipe": "parent"}}]}]}))
+    with pytest.raises(ConfigError, match=r"stage 1 \(train\): recipe: parent takes the recipe of the model before"):
+        load_study(path)
+    study["experiments"][2]["stages"][0]["train"]["recipe"] = "parents"
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError, match="'inherited', stage 1 \\(train\\): recipe must be one of defaults, parent, "):
+        load_study(path)
+
+
 def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, synthetic):
     """A model trained before enters a study as a row of its own and as the input of compression stages."""
     import shutil

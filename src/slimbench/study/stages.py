@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from slimbench.compress import PruneConfig, QuantizeConfig
-from slimbench.config import StrictModel, format_validation_error
+from slimbench.config import StrictModel, format_validation_error, merge
 from slimbench.data import ImageDataset
 from slimbench.errors import ConfigError
 from slimbench.train import TrainConfig
@@ -81,12 +81,30 @@ def _copy(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- train ------------------------------------------------------------------------------------------------
+TRAIN_RECIPES = ("defaults", "parent")
+
+
 def _train_settings(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    config = {key: value for key, value in config.items() if key != "recipe"}
     return {**config, "data": {**data, **config.get("data", {})}}
 
 
 def _train_check(config: dict[str, Any], data: dict[str, Any]) -> None:
+    recipe = config.get("recipe", "defaults")
+    if recipe not in TRAIN_RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(TRAIN_RECIPES)}, not {recipe!r}")
     _check(TrainConfig, _train_settings(config, data))
+
+
+def parent_recipe(source: Path) -> dict[str, Any]:
+    """The training config that made ``source`` (its last training step), without what names that run: the
+    keys a ``recipe: parent`` train stage is laid over, as prune and quantize fine-tunes are."""
+    from slimbench.artifact import load_artifact, training_config
+
+    base = training_config(load_artifact(source).lineage)
+    if not base:
+        raise ConfigError(f"recipe: parent, but {source} records no training step to take a recipe from")
+    return {key: value for key, value in base.items() if key not in ("name", "init_from", "distill")}
 
 
 def _train_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
@@ -98,6 +116,11 @@ def _train_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[st
         return ctx.stage_dir / "model.pt", resume_training(ctx.stage_dir, progress=ctx.progress, dataset=ctx.dataset,
                                                            teacher=teacher).metrics
     settings = _train_settings(config, ctx.data)
+    if config.get("recipe") == "parent":
+        if ctx.source is None:
+            raise ConfigError("recipe: parent needs a model before this stage (from: or checkpoint:)")
+        # the parent's data split too: the study's data section would otherwise replace its validation split
+        settings = merge(parent_recipe(ctx.source), {**settings, "data": config.get("data", {})})
     if ctx.source is not None and settings.get("init_from") is None:  # null: the model this stage starts from
         settings["init_from"] = str(ctx.source)
     result = train(validate(TrainConfig, settings, ctx.stage_dir.name), run_dir=ctx.stage_dir, progress=ctx.progress,
