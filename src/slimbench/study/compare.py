@@ -200,10 +200,6 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
     the rows carry them); returns the PNG paths. With more than ``max_named`` models the points are numbered
     and a key beside the axes names them (see ``point_labels``); where they crowd at the accuracy line
     (``crowd_window``), a second panel below shows that window enlarged and carries their labels."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
     from slimbench.plotting import save_figure
 
     out_dir = Path(out_dir)
@@ -223,20 +219,7 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         front, front_label = plotted_front(points, eligible) if points else ([], "")
         labels, key_lines = point_labels(points, names, front, max_named)
         window = crowd_window(points) if key_lines else None
-        panels = 2 if window else 1
-        # the key is one column beside the panels, in an axes of its own so that the layout keeps room for it
-        # (monospace, 6 pt, 1.25 lines): the figure grows to hold it
-        key_width = max(map(len, key_lines)) * 0.6 * 6 / 72 + 0.4 if key_lines else 0.0
-        key_height = len(key_lines) * 1.25 * 6 / 72 + 1.8 if key_lines else 0.0
-        fig = plt.figure(figsize=(7.5 + key_width, max(5.0 * panels, key_height)))
-        grid = fig.add_gridspec(panels, 2 if key_lines else 1, width_ratios=[7.5, key_width] if key_lines else None)
-        ax = fig.add_subplot(grid[0, 0])
-        zoom_ax = fig.add_subplot(grid[1, 0]) if window else None
-        if key_lines:
-            key_ax = fig.add_subplot(grid[:, 1])
-            key_ax.axis("off")
-            key_ax.text(0.0, 1.0, "\n".join([*key_lines, "", "  * on the Pareto front"]), transform=key_ax.transAxes,
-                        va="top", ha="left", fontsize=6, family="monospace", linespacing=1.25)
+        fig, ax, zoom_ax = _figure(key_lines, enlarged=window is not None)
         shown_refs = [r for r in refs if r.get(key)] if key != "score" else []
         ref_points = [(float(r[key]), float(r["test_acc"])) for r in shown_refs]
         for panel in (ax, zoom_ax):
@@ -245,20 +228,7 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         ax.set_title(f"{title}: accuracy vs {label}" if title else f"accuracy vs {label}")
         inside = [False] * len(points)
         if window is not None and zoom_ax is not None:
-            x0, x1, y0, y1 = window
-            inside = [x0 <= x <= x1 and y0 <= y <= y1 for x, y in points]
-            span_x, pad_y = (x1 / x0 if x1 > x0 else 1.5), max(0.1, 0.06 * 100 * (y1 - y0))
-            zoom_ax.set_xlim(x0 / span_x ** 0.06, x1 * span_x ** 0.2)  # room on the right for the last column's labels
-            zoom_ax.set_ylim(100 * y0 - pad_y, 100 * y1 + pad_y)
-            # a narrow log range gets log minor labels that collide: a few plain ticks instead
-            zoom_ax.xaxis.set_major_locator(MaxNLocator(6))
-            zoom_ax.xaxis.set_minor_formatter(NullFormatter())
-            zoom_ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
-            zoom_ax.set_title(f"enlarged: the grey box above, the models within {100 * CROWD_BAND:g} points of 90% "
-                              "at the cheap end", fontsize=9)
-            (zx0, zx1), (zy0, zy1) = zoom_ax.get_xlim(), zoom_ax.get_ylim()
-            ax.add_patch(Rectangle((zx0, zy0), zx1 - zx0, zy1 - zy0, fill=False, edgecolor="0.4", linewidth=0.8,
-                                   zorder=1))
+            inside = _enlarge(ax, zoom_ax, window, points)
         ax.autoscale_view()
         fig.tight_layout()  # labels are placed in pixels: the panels must have their final size first
         # this study's names first, then the literature's in the room left; no label covers a marker
@@ -280,6 +250,49 @@ def plot_comparison(rows: list[dict[str, Any]], out_dir: str | Path, title: str 
         save_figure(fig, out_dir / f"accuracy_vs_{key}.png", svg=True)
         written.append(out_dir / f"accuracy_vs_{key}.png")
     return written
+
+
+def _figure(key_lines: list[str], enlarged: bool) -> tuple[Any, Any, Any]:
+    """The figure, its main panel and (when ``enlarged``) the enlarged panel below it. The key is one column
+    beside the panels, in an axes of its own so that the layout keeps room for it (monospace, 6 pt, 1.25 lines):
+    the figure grows to hold it."""
+    import matplotlib.pyplot as plt
+
+    panels = 2 if enlarged else 1
+    key_width = max(map(len, key_lines)) * 0.6 * 6 / 72 + 0.4 if key_lines else 0.0
+    key_height = len(key_lines) * 1.25 * 6 / 72 + 1.8 if key_lines else 0.0
+    fig = plt.figure(figsize=(7.5 + key_width, max(5.0 * panels, key_height)))
+    grid = fig.add_gridspec(panels, 2 if key_lines else 1, width_ratios=[7.5, key_width] if key_lines else None)
+    ax = fig.add_subplot(grid[0, 0])
+    zoom_ax = fig.add_subplot(grid[1, 0]) if enlarged else None
+    if key_lines:
+        key_ax = fig.add_subplot(grid[:, 1])
+        key_ax.axis("off")
+        key_ax.text(0.0, 1.0, "\n".join([*key_lines, "", "  * on the Pareto front"]), transform=key_ax.transAxes,
+                    va="top", ha="left", fontsize=6, family="monospace", linespacing=1.25)
+    return fig, ax, zoom_ax
+
+
+def _enlarge(ax: Any, zoom_ax: Any, window: tuple[float, float, float, float],
+             points: list[tuple[float, float]]) -> list[bool]:
+    """Frame ``zoom_ax`` on ``window`` (x0, x1, y0, y1) and mark it with a grey box on ``ax``; returns which
+    points lie inside it."""
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+
+    x0, x1, y0, y1 = window
+    span_x, pad_y = (x1 / x0 if x1 > x0 else 1.5), max(0.1, 0.06 * 100 * (y1 - y0))
+    zoom_ax.set_xlim(x0 / span_x ** 0.06, x1 * span_x ** 0.2)  # room on the right for the last column's labels
+    zoom_ax.set_ylim(100 * y0 - pad_y, 100 * y1 + pad_y)
+    # a narrow log range gets log minor labels that collide: a few plain ticks instead
+    zoom_ax.xaxis.set_major_locator(MaxNLocator(6))
+    zoom_ax.xaxis.set_minor_formatter(NullFormatter())
+    zoom_ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    zoom_ax.set_title(f"enlarged: the grey box above, the models within {100 * CROWD_BAND:g} points of 90% "
+                      "at the cheap end", fontsize=9)
+    (zx0, zx1), (zy0, zy1) = zoom_ax.get_xlim(), zoom_ax.get_ylim()
+    ax.add_patch(Rectangle((zx0, zy0), zx1 - zx0, zy1 - zy0, fill=False, edgecolor="0.4", linewidth=0.8, zorder=1))
+    return [x0 <= x <= x1 and y0 <= y <= y1 for x, y in points]
 
 
 def _draw_points(ax: Any, points: list[tuple[float, float]], eligible: list[bool], front: list[int], front_label: str,
