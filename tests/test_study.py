@@ -653,6 +653,32 @@ def test_an_experiment_starts_from_a_checkpoint_file(tmp_path, trained, syntheti
         run_study(loaded, tmp_path / "out", dataset=synthetic, progress=False, log=lambda _: None)
 
 
+def test_a_row_whose_checkpoint_is_not_there_yet_leaves_the_others_usable(tmp_path, trained, synthetic):
+    """A study file may name the checkpoint a later row starts from before that file is kept (the row that makes
+    it runs first): the other rows run, keep and show; only the row that needs the file says it is missing."""
+    import shutil
+
+    from slimbench.study import keep_experiment
+
+    shutil.copy(trained, tmp_path / "model.pt")
+    study = {"name": "ahead", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "pruned", "checkpoint": "model.pt", "stages": [{"prune": {"kind": "structured", "ratio": 0.3}}]},
+        {"name": "pruned-kept", "checkpoint": "kept/model.pt"},
+        {"name": "after", "from": "pruned-kept", "stages": [{"prune": {"kind": "structured", "ratio": 0.5}}]},
+    ]}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    loaded = load_study(tmp_path / "study.yaml")
+    run_study(loaded, tmp_path / "out", only=["pruned"], dataset=synthetic, progress=False, log=lambda _: None)
+    states = [(s.experiment, s.kind, s.state) for s in study_status(loaded, tmp_path / "out")]
+    assert states == [("pruned", "checkpoint", "given"), ("pruned", "prune", "done"),
+                      ("pruned-kept", "checkpoint", "missing"), ("after", "prune", "pending")]
+    with pytest.raises(ConfigError, match=r"experiment 'pruned-kept': checkpoint .*kept/model.pt does not exist"):
+        run_study(loaded, tmp_path / "out", only=["after"], dataset=synthetic, progress=False, log=lambda _: None)
+    keep_experiment(loaded, tmp_path / "out", "pruned", tmp_path / "kept")
+    assert [s.state for s in study_status(load_study(tmp_path / "study.yaml"), tmp_path / "out", only=["after"])] == [
+        "given", "pending"]
+
+
 def test_report_curves_include_the_fine_tunes_of_prune_and_qat_stages(tmp_path):
     from slimbench.study.report import _training_runs
 

@@ -738,7 +738,7 @@ def study_status_(
                          ("val%", "right"), ("test%", "right"), ("took", "right"), ("left (at most)", "right"),
                          ("directory", "left")):
         table.add_column(col, justify=justify)
-    colour = {"done": "green", "running": "cyan", "interrupted": "yellow", "pending": "dim", "given": "blue"}
+    colour = {"done": "green", "running": "cyan", "interrupted": "yellow", "pending": "dim", "given": "blue", "missing": "red"}
     for s in states:
         epochs = f"{s.epochs_done}/{s.epochs_planned}" if s.epochs_planned else (str(s.epochs_done) if s.epochs_done else "")
         table.add_row(s.experiment, f"{s.index}. {s.kind}", f"[{colour[s.state]}]{s.state}[/]", epochs,

@@ -118,7 +118,12 @@ def _plans(study: Study, out_dir: Path, smoke: bool) -> dict[str, tuple[str, lis
     finals_keys: dict[str, tuple[str, Path]] = {}
     plans = {}
     for experiment in study.experiments:
-        start_key = _start(experiment, finals_keys)[0]
+        try:
+            start_key = _start(experiment, finals_keys)[0]
+        except ConfigError:
+            # a checkpoint not there (yet): a key no stage has, so the rows that need it plan as pending and
+            # the other rows still plan; running it, or keeping or inspecting it, says what is missing
+            start_key = f"missing:{experiment.checkpoint}"
         planned = _stage_plan(study, experiment, start_key, out_dir, smoke, finals_keys)
         finals_keys[experiment.name] = (planned[-1][2] if planned else start_key, Path())
         plans[experiment.name] = (finals_keys[experiment.name][0], planned)
@@ -134,7 +139,7 @@ class StageState:
     kind: str
     key: str
     directory: Path
-    state: str  # done, running, interrupted, pending; given (a checkpoint the experiment starts from)
+    state: str  # done, running, interrupted, pending; given or missing (a checkpoint the experiment starts from)
     epochs_done: int = 0
     epochs_planned: int | None = None
     val_acc: float | None = None
@@ -195,7 +200,9 @@ def study_status(study: Study, out_dir: str | Path, smoke: bool = False,
         if name not in chosen:
             continue
         checkpoint = experiments[name].checkpoint
-        if checkpoint:  # the model it starts from, given rather than made by the study
+        if checkpoint and not Path(checkpoint).is_file():
+            states.append(StageState(name, 0, "checkpoint", "", Path(checkpoint), "missing"))
+        elif checkpoint:  # the model it starts from, given rather than made by the study
             metrics = load_artifact(checkpoint).metrics
             states.append(StageState(name, 0, "checkpoint", "", Path(checkpoint), "given",
                                      val_acc=metrics.get("val_acc"), test_acc=metrics.get("test_acc")))
