@@ -22,7 +22,13 @@ from slimbench.artifact.core import (
     save_artifact,
     state_digest,
 )
-from slimbench.artifact.lineage import inherited_lineage, lineage_step, training_config, training_data
+from slimbench.artifact.lineage import (
+    inherited_lineage,
+    lineage_step,
+    recipe_of,
+    training_config,
+    training_data,
+)
 from slimbench.artifact.sidecar import (
     SIDECAR_FORMAT,
     is_exported_file,
@@ -33,9 +39,31 @@ from slimbench.artifact.sidecar import (
 )
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "SIDECAR_FORMAT", "Artifact", "artifact_from_payload", "atomic_torch_save", "atomic_write",
-    "build_from_artifact", "code_version", "config_hash", "inherited_lineage", "is_exported_file", "lineage_step",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SIDECAR_FORMAT",
+    "Artifact",
+    "artifact_from_payload",
+    "atomic_torch_save",
+    "atomic_write",
+    "build_from_artifact",
+    "code_version",
+    "config_hash",
+    "inherited_lineage",
+    "is_exported_file",
+    "lineage_step",
     "load_artifact",
-    "load_model", "now_iso", "publish", "read_sidecar", "safe_torch_load", "save_artifact", "sidecar_path", "state_digest",
-    "training_config", "training_data", "update_sidecar_metrics", "write_sidecar",
+    "load_model",
+    "now_iso",
+    "publish",
+    "read_sidecar",
+    "recipe_of",
+    "safe_torch_load",
+    "save_artifact",
+    "sidecar_path",
+    "state_digest",
+    "training_config",
+    "training_data",
+    "update_sidecar_metrics",
+    "write_sidecar",
 ]

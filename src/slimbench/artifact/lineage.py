@@ -22,6 +22,11 @@ def training_config(lineage: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A training config without what names its run (name, start, teacher): what a run continuing it inherits."""
+    return {key: value for key, value in config.items() if key not in ("name", "init_from", "distill")}
+
+
 def training_data(lineage: list[dict[str, Any]]) -> dict[str, Any]:
     """The data section of the last training step: which dataset, folder and validation split it used."""
     return dict(training_config(lineage).get("data") or {})

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from slimbench.artifact import recipe_of
 from slimbench.config import merge, validate
 from slimbench.data import ImageDataset
 
@@ -43,8 +44,7 @@ def _finetune(
         teacher = teacher or (overrides.get("distill") or {}).get("teacher")
         result = resume_training(run_dir, progress=progress, dataset=dataset, store=store, teacher=teacher)
         return run_dir / "model.pt", result.metrics
-    settings = {key: value for key, value in base.items() if key not in ("name", "init_from", "distill")}
-    settings = merge(settings, overrides)
+    settings = merge(recipe_of(base), overrides)
     settings.update(name=name, model=spec, init_from=str(start))
     if teacher:
         settings["distill"] = merge({"teacher": teacher}, overrides.get("distill") or {})

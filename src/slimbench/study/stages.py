@@ -99,12 +99,12 @@ def _train_check(config: dict[str, Any], data: dict[str, Any]) -> None:
 def parent_recipe(source: Path) -> dict[str, Any]:
     """The training config that made ``source`` (its last training step), without what names that run: the
     keys a ``recipe: parent`` train stage is laid over, as prune and quantize fine-tunes are."""
-    from slimbench.artifact import load_artifact, training_config
+    from slimbench.artifact import load_artifact, recipe_of, training_config
 
     base = training_config(load_artifact(source).lineage)
     if not base:
         raise ConfigError(f"recipe: parent, but {source} records no training step to take a recipe from")
-    return {key: value for key, value in base.items() if key not in ("name", "init_from", "distill")}
+    return recipe_of(base)
 
 
 def _train_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[str, Any]]:
@@ -115,12 +115,13 @@ def _train_run(config: dict[str, Any], ctx: StageContext) -> tuple[Path, dict[st
         teacher = (config.get("distill") or {}).get("teacher")  # where it is now, if the study has moved
         return ctx.stage_dir / "model.pt", resume_training(ctx.stage_dir, progress=ctx.progress, dataset=ctx.dataset,
                                                            teacher=teacher).metrics
-    settings = _train_settings(config, ctx.data)
     if config.get("recipe") == "parent":
         if ctx.source is None:
             raise ConfigError("recipe: parent needs a model before this stage (from: or checkpoint:)")
-        # the parent's data split too: the study's data section would otherwise replace its validation split
-        settings = merge(parent_recipe(ctx.source), {**settings, "data": config.get("data", {})})
+        # the parent's data section, split included, not the study's: the stage's own keys over it
+        settings = merge(parent_recipe(ctx.source), {key: value for key, value in config.items() if key != "recipe"})
+    else:
+        settings = _train_settings(config, ctx.data)
     if ctx.source is not None and settings.get("init_from") is None:  # null: the model this stage starts from
         settings["init_from"] = str(ctx.source)
     result = train(validate(TrainConfig, settings, ctx.stage_dir.name), run_dir=ctx.stage_dir, progress=ctx.progress,
