@@ -18,6 +18,7 @@ from slimbench.study import (
     Study,
     load_rows,
     load_study,
+    merge_studies,
     pareto_front,
     plotted_front,
     run_study,
@@ -674,6 +675,8 @@ def test_a_row_whose_checkpoint_is_not_there_yet_leaves_the_others_usable(tmp_pa
                       ("pruned-kept", "checkpoint", "missing"), ("after", "prune", "pending")]
     with pytest.raises(ConfigError, match=r"experiment 'pruned-kept': checkpoint .*kept/model.pt does not exist"):
         run_study(loaded, tmp_path / "out", only=["after"], dataset=synthetic, progress=False, log=lambda _: None)
+    merged = merge_studies(loaded, [tmp_path / "out"], tmp_path / "merged")
+    assert merged.copied and merged.rows == ["pruned"]
     keep_experiment(loaded, tmp_path / "out", "pruned", tmp_path / "kept")
     assert [s.state for s in study_status(load_study(tmp_path / "study.yaml"), tmp_path / "out", only=["after"])] == [
         "given", "pending"]

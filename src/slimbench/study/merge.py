@@ -131,7 +131,11 @@ def _rebuild_rows(study: Study, into: Path, smoke: bool) -> list[str]:
         stages = plans[experiment.name][1]
         if any(name not in finals for name in needs) or not all((d / "done.json").exists() for *_, d in stages):
             continue
-        if not stages and _start(experiment, finals)[1] is None:
+        try:
+            start = _start(experiment, finals)
+        except ConfigError:  # its checkpoint is not there (yet): no row, like a row whose stages are unfinished
+            continue
+        if not stages and start[1] is None:
             continue
         rows.append(run_experiment(study, experiment, into, dataset=None, finals=finals,  # type: ignore[arg-type]
                                    smoke=smoke, progress=False, log=lambda _: None))
