@@ -58,3 +58,16 @@ def test_the_model_card_of_an_export_lists_every_engine_and_the_fastest_faithful
     for needle in ("| onnxruntime | as exported |", "| openvino | f32 |", "| openvino-bf16 | bf16 |",
                    "Fastest faithful engine on this CPU:"):
         assert needle in card, needle
+
+
+def test_a_model_card_says_when_its_timings_were_taken_on_a_crowded_machine():
+    from slimbench.export.card import _latency_rows
+    from slimbench.measure.latency import Latency
+
+    def timing(busy: float | None) -> Latency:
+        return Latency(batch_size=1, median_ms=1.0, p90_ms=1.0, p99_ms=1.0, images_per_s=1000.0, threads=2,
+                       repeats=5, engine="onnxruntime", busy_cores=busy)
+
+    assert not any("busy" in row for row in _latency_rows([timing(None), timing(0.2)]))
+    assert "Timed while other processes kept up to 1.8 cores busy" in "\n".join(
+        _latency_rows([timing(0.2), timing(1.8)]))

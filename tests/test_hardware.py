@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import onnx
@@ -13,7 +14,15 @@ from slimbench.compress import QuantizeConfig, quantize
 from slimbench.compress.quantize import _reduce_range
 from slimbench.errors import ConfigError, ExportError
 from slimbench.export import check_parity
-from slimbench.hardware import assume_host, channel_multiple, host, host_from_cpuinfo
+from slimbench.hardware import (
+    BusyMachineWarning,
+    assume_host,
+    busy_cores,
+    channel_multiple,
+    host,
+    host_from_cpuinfo,
+    warn_if_busy,
+)
 from slimbench.measure import evaluate, resolve_precision
 
 AVX2_CPUINFO = """processor\t: 0
@@ -27,6 +36,76 @@ flags\t\t: fpu sse avx avx2 avx512f avx512bw avx512_vnni avx512_bf16
 ARM_CPUINFO = """processor\t: 0
 Features\t: fp asimd evtstrm aes crc32 asimddp bf16
 """
+
+
+def _stat_snapshots(busy_per_core: dict[int, int], idle_per_core: dict[int, int]):
+    """A /proc/stat reader whose second read adds the given busy and idle jiffies to each core."""
+    cores = sorted(os.sched_getaffinity(0))
+    reads = iter([None, busy_per_core])
+
+    def read() -> str:
+        added = next(reads)
+        # the all-core line spans every core, inside the affinity or not: never counted
+        lines = [f"cpu  {999 if added is None else 9999} 0 999 999 0 0 0 0 0 0"]
+        for core in [*cores, max(cores) + 1]:  # a core outside this process's affinity: busy, and not counted
+            extra_busy = (added.get(core, 0) if core in cores else 50) if added is not None else 0
+            extra_idle = idle_per_core.get(core, 0) if added is not None else 0
+            busy, idle = 1000 + extra_busy, 5000 + extra_idle
+            lines.append(f"cpu{core} {busy} 0 0 {idle} 0 0 0 0 0 0")
+        return "\n".join(lines)
+    return read, cores
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs Linux's CPU affinity")
+def test_busy_cores_counts_what_other_processes_use_of_this_process_cores():
+    first = min(os.sched_getaffinity(0))
+    read, cores = _stat_snapshots({first: 10}, {c: 10 for c in os.sched_getaffinity(0) if c != first})
+    assert busy_cores(interval=0, read_stat=read) == pytest.approx(1.0)  # one core's worth, however many there are
+    read, cores = _stat_snapshots({}, {c: 10 for c in cores})
+    assert busy_cores(interval=0, read_stat=read) == 0
+    assert busy_cores(interval=0, read_stat=lambda: (_ for _ in ()).throw(OSError("no /proc"))) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
+def test_a_spinning_process_shows_as_a_busy_core():
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert busy_cores(interval=0.5) >= 0.7
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_a_run_that_would_not_fit_beside_busy_cores_is_warned_about(tmp_path, synthetic, monkeypatch):
+    import warnings
+
+    from slimbench import hardware
+    from slimbench.measure.latency import measure_latency
+    from slimbench.models import build_model
+    from slimbench.train import TrainConfig, train
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with pytest.warns(BusyMachineWarning, match=rf"training x: other processes keep {cores} of the {cores} cores"):
+        assert warn_if_busy(2, "training x", busy=float(cores)) == cores
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_busy(cores, "training x", busy=0.2)  # the test runner's own noise: not worth a word
+        warn_if_busy(1, "training x", busy=cores - 1.0) if cores > 1 else None  # room for one more thread
+
+    monkeypatch.setattr(hardware, "busy_cores", lambda: float(cores))  # as if another training held every core
+    config = TrainConfig.model_validate({"name": "crowded", "model": {"model": "resnet20", "width": 0.25}, "epochs": 1,
+                                         "batch_size": 64, "data": {"name": "synthetic", "val_size": 64}})
+    with pytest.warns(BusyMachineWarning, match="training crowded: other processes keep"):
+        train(config, run_dir=tmp_path / "run", progress=False, dataset=synthetic)
+    with pytest.warns(BusyMachineWarning, match="timing: other processes keep"):
+        timing = measure_latency(build_model({"model": "resnet20", "width": 0.25}), warmup=1, repeats=2)
+    assert timing.busy_cores == cores  # the figure carries the state of the machine it was taken on
 
 
 def test_cpuinfo_is_read_into_capabilities():

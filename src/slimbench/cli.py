@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from slimbench.errors import ConfigError, SlimbenchError
+from slimbench.hardware import BUSY_CORES
 
 app = typer.Typer(
     name="slimbench",
@@ -431,7 +432,9 @@ def measure_(
     for lat in report.get("latency", []):
         table.add_row(f"latency {lat['engine']} ({lat['precision']}) batch {lat['batch_size']}",
                       f"median {lat['median_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
-                      f"{lat['images_per_s']:.0f} img/s, {lat['threads']} threads")
+                      f"{lat['images_per_s']:.0f} img/s, {lat['threads']} threads"
+                      + (f", [yellow]{lat['busy_cores']:.1f} cores busy elsewhere: slower than alone[/]"
+                         if (lat.get("busy_cores") or 0) >= BUSY_CORES else ""))
     console.print(table)
     if report.get("engines"):
         engines_table = Table(title=_title("engines on the full test set (reference: onnxruntime as exported)"),

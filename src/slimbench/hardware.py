@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -142,3 +144,52 @@ def channel_multiple(target: str | None = None) -> int:
         raise ConfigError(f"unknown round_to target {target!r}; use auto, a number, or one of "
                           f"{', '.join(k for k in CHANNEL_MULTIPLES if k != 'sse')}")
     return CHANNEL_MULTIPLES[target]
+
+
+BUSY_CORES = 0.75  # other processes' load worth a word: below it, a shell, an editor, the test runner's own noise
+
+
+class BusyMachineWarning(UserWarning):
+    """Other processes hold the cores a run is about to use: its timings, and theirs, will not be what they are alone."""
+
+
+def _cpu_jiffies(cores: set[int], stat_text: str) -> tuple[int, int]:
+    """(busy, total) CPU time of ``cores`` since boot, in jiffies, from /proc/stat's per-core lines."""
+    busy = total = 0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cores:
+            continue
+        values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        total += sum(values)
+        busy += sum(values) - values[3] - values[4]
+    return busy, total
+
+
+def busy_cores(interval: float = 0.1, read_stat: Callable[[], str] | None = None) -> float | None:
+    """How many of this process's cores other processes keep busy: sampled over ``interval`` seconds while this
+    one sleeps. None where the kernel does not say (no /proc/stat: macOS, Windows)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    read = read_stat or (lambda: Path("/proc/stat").read_text())
+    try:
+        busy_before, total_before = _cpu_jiffies(cores, read())
+        time.sleep(interval)
+        busy_after, total_after = _cpu_jiffies(cores, read())
+    except (OSError, ValueError):
+        return None
+    elapsed = total_after - total_before
+    return len(cores) * (busy_after - busy_before) / elapsed if elapsed > 0 else None
+
+
+def warn_if_busy(threads: int, what: str, busy: float | None = None) -> float | None:
+    """Warn when ``threads`` more threads would not fit beside what already runs: two two-thread torch processes on
+    two cores each run several times slower (5.6x measured for a QAT epoch), far worse than taking turns.
+    Returns the busy cores it saw (None where unknown)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = busy_cores() if busy is None else busy
+    if busy is not None and busy >= BUSY_CORES and busy + threads > cores + 0.5:
+        warnings.warn(f"{what}: other processes keep {busy:.0f} of the {cores} cores busy and this one will use "
+                      f"{threads} thread{'s' * (threads > 1)}; both will run several times slower than one after the "
+                      f"other (wait for them, or give each run threads that add up to {cores} at most: "
+                      f"OMP_NUM_THREADS)", BusyMachineWarning, stacklevel=2)
+    return busy

@@ -8,6 +8,7 @@ from typing import Any
 
 from slimbench.artifact import atomic_write
 from slimbench.data import CIFAR_MEAN, CIFAR_STD
+from slimbench.hardware import BUSY_CORES
 from slimbench.measure.counts import ModelCounts
 from slimbench.measure.latency import Latency
 from slimbench.score import ScoreInputs, compute_score, pruning_ratios
@@ -88,6 +89,9 @@ def _latency_rows(timings: list[Latency], engines: list[dict[str, Any]] | None =
             "|---|---|---|---|---|---|---|---|",
             *[f"| {t.engine} | {t.precision} | {t.median_ms:.3f} | {t.p90_ms:.3f} | {t.p99_ms:.3f} | "
               f"{t.images_per_s:.0f} | {t.threads} | {accuracy(t.engine)} |" for t in timings]]
+    crowded = max((t.busy_cores or 0 for t in timings), default=0)
+    if crowded >= BUSY_CORES:
+        rows += ["", f"Timed while other processes kept up to {crowded:.1f} cores busy: slower than this CPU alone."]
     if engines:
         faithful = [t for t in timings if by_engine.get(t.engine, {}).get("faithful")]
         best = min(faithful, key=lambda t: t.median_ms, default=None)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimbench.hardware import warn_if_busy
 from slimbench.runtimes.onnx import onnx_session
 
 ENGINES = ("pytorch-eager", "pytorch-compile", "onnxruntime", "openvino", "openvino-bf16", "litert")
@@ -34,10 +35,12 @@ class Latency:
     repeats: int
     engine: str = "pytorch-eager"
     precision: str = "as stored"
+    busy_cores: float | None = None  # cores other processes kept busy just before timing (None: unknown)
 
 
 def time_calls(run: Callable[[], object], batch_size: int, warmup: int, repeats: int, threads: int, engine: str,
                sync: Callable[[], None] | None = None) -> Latency:
+    busy = warn_if_busy(threads, "timing")  # one warning for every engine and batch size
     for _ in range(warmup):
         run()
     times = []
@@ -52,7 +55,7 @@ def time_calls(run: Callable[[], object], batch_size: int, warmup: int, repeats:
     return Latency(
         batch_size=batch_size, median_ms=median, p90_ms=times[int(0.9 * (len(times) - 1))],
         p99_ms=times[int(0.99 * (len(times) - 1))], images_per_s=batch_size / (median / 1000),
-        threads=threads, repeats=repeats, engine=engine,
+        threads=threads, repeats=repeats, engine=engine, busy_cores=busy,
     )
 
 

@@ -37,6 +37,7 @@ from slimbench.artifact import (
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import BatchAugmenter, ImageDataset, load_dataset, normalize, split_dataset
 from slimbench.errors import CheckpointError, ConfigError, TrainingError
+from slimbench.hardware import warn_if_busy
 from slimbench.measure.accuracy import (
     Evaluation,
     autocast,
@@ -238,6 +239,8 @@ class _Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
+        if self.device.type == "cpu" and self.dist.main:
+            warn_if_busy(torch.get_num_threads(), f"training {config.name}")
         if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("precision fp16 trains only on CUDA (it needs a grad scaler); use bf16 on this device")
         self.dataset = dataset if dataset is not None else load_dataset(
