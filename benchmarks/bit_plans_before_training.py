@@ -37,6 +37,8 @@ PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last 
     "w3a3 everywhere": (3, 3, {}),
     "layer 1 w4a4, layers 2-3 w3a3": (4, 4, {"layer2.*": W3A3, "layer3.*": W3A3}),
     "layer 3 w3a3, layer 2 w3a4, layer 1 w4a4": (4, 4, {"layer3.*": W3A3, "layer2.*": {"weight_bits": 3}}),
+    "layers 1-2 w4a4, layer 3 w3a3": (4, 4, {"layer3.*": W3A3}),
+    "layer 2 w4a4, layers 1 and 3 w3a3": (3, 3, {"layer2.*": {"weight_bits": 4, "activation_bits": 4}}),
     "w2a4 everywhere": (2, 4, {}),
     "w4a4, layer 3 at 2-bit weights": (4, 4, {"layer3.*": {"weight_bits": 2}}),
 }
