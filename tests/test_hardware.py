@@ -12,7 +12,7 @@ import torch
 from slimbench.artifact import load_model
 from slimbench.compress import QuantizeConfig, quantize
 from slimbench.compress.quantize import _reduce_range
-from slimbench.errors import ConfigError, ExportError
+from slimbench.errors import ConfigError, ExportError, ModelError
 from slimbench.export import check_parity
 from slimbench.hardware import (
     BusyMachineWarning,
@@ -103,6 +103,10 @@ def test_a_run_that_would_not_fit_beside_busy_cores_is_warned_about(tmp_path, sy
                                          "batch_size": 64, "data": {"name": "synthetic", "val_size": 64}})
     with pytest.warns(BusyMachineWarning, match="training crowded: other processes keep"):
         train(config, run_dir=tmp_path / "run", progress=False, dataset=synthetic)
+    broken = config.model_copy(update={"model": {"model": "resnet99"}})
+    with warnings.catch_warnings(), pytest.raises(ModelError, match="unknown model"):
+        warnings.simplefilter("error", BusyMachineWarning)  # bad input: its one-line error, nothing before it
+        train(broken, run_dir=tmp_path / "broken", progress=False, dataset=synthetic)
     with pytest.warns(BusyMachineWarning, match="timing: other processes keep"):
         timing = measure_latency(build_model({"model": "resnet20", "width": 0.25}), warmup=1, repeats=2)
     assert timing.busy_cores == cores  # the figure carries the state of the machine it was taken on

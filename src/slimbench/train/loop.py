@@ -239,8 +239,6 @@ class _Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         if config.threads:
             torch.set_num_threads(config.threads)
-        if self.device.type == "cpu" and self.dist.main:
-            warn_if_busy(torch.get_num_threads(), f"training {config.name}")
         if self.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("precision fp16 trains only on CUDA (it needs a grad scaler); use bf16 on this device")
         self.dataset = dataset if dataset is not None else load_dataset(
@@ -615,6 +613,8 @@ class _Trainer:
         if resume:
             self._load_last()
         self.saved_epoch = self.start_epoch
+        if self.device.type == "cpu" and self.dist.main:  # once everything is set up: an error comes alone
+            warn_if_busy(torch.get_num_threads(), f"training {self.cfg.name}")
         started_iso = now_iso()
         has_val = len(self.val_x) > 0 and not self.cfg.data.train_on_val
         log_path = self.run_dir / "log.jsonl"
