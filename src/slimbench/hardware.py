@@ -166,10 +166,15 @@ def _cpu_jiffies(cores: set[int], stat_text: str) -> tuple[int, int]:
     return busy, total
 
 
+def _own_cores() -> set[int]:
+    """The cores this process may run on (its affinity where the OS has one, else every core)."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
 def busy_cores(interval: float = 0.1, read_stat: Callable[[], str] | None = None) -> float | None:
     """How many of this process's cores other processes keep busy: sampled over ``interval`` seconds while this
     one sleeps. None where the kernel does not say (no /proc/stat: macOS, Windows)."""
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores = _own_cores()
     read = read_stat or (lambda: Path("/proc/stat").read_text())
     try:
         busy_before, total_before = _cpu_jiffies(cores, read())
@@ -185,7 +190,7 @@ def warn_if_busy(threads: int, what: str, busy: float | None = None) -> float | 
     """Warn when ``threads`` more threads would not fit beside what already runs: two two-thread torch processes on
     two cores each run several times slower (5.6x measured for a QAT epoch), far worse than taking turns.
     Returns the busy cores it saw (None where unknown)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(_own_cores())
     busy = busy_cores() if busy is None else busy
     if busy is not None and busy >= BUSY_CORES and busy + threads > cores + 0.5:
         warnings.warn(f"{what}: other processes keep {busy:.0f} of the {cores} cores busy and this one will use "
