@@ -614,7 +614,7 @@ class _Trainer:
             self._load_last()
         self.saved_epoch = self.start_epoch
         if self.device.type == "cpu" and self.dist.main:  # once everything is set up: an error comes alone
-            warn_if_busy(torch.get_num_threads(), f"training {self.cfg.name}")
+            warn_if_busy(torch.get_num_threads(), f"training {self.cfg.name or self.run_dir.name}")
         started_iso = now_iso()
         has_val = len(self.val_x) > 0 and not self.cfg.data.train_on_val
         log_path = self.run_dir / "log.jsonl"
