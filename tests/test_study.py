@@ -123,6 +123,25 @@ def test_status_command_lists_every_stage(tmp_path):
     assert result.exit_code != 0
 
 
+def test_status_keeps_long_names_whole_where_they_differ_at_the_end(tmp_path, monkeypatch):
+    long = "base-pruned30-then50-r8-sparse40-l3w3a3-e40-gradual70-actmse-seed"
+    study = json.loads(json.dumps(TWO))
+    twin = json.loads(json.dumps(study["experiments"][0]))
+    study["experiments"] = [{**study["experiments"][0], "name": long + "2"}, {**twin, "name": long + "3"}]
+    study_file = tmp_path / "long.yaml"
+    study_file.write_text(yaml.safe_dump(study))
+    # a terminal of 120 columns (or wide checkpoint paths in the last column): rich would cut the first column
+    # to "...-gradual70-…" in both rows
+    from rich.console import Console
+
+    from slimbench import cli
+
+    monkeypatch.setattr(cli, "console", Console(width=120))
+    result = CliRunner().invoke(app, ["study", "status", str(study_file), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert long + "2 " in result.output and long + "3 " in result.output
+
+
 def test_changed_stage_reruns_it_and_what_follows(tmp_path, synthetic):
     _run(tmp_path, synthetic, only=["base"])
     changed = json.loads(json.dumps(TWO))

@@ -737,9 +737,11 @@ def study_status_(
     states = study_status(study, out_dir, smoke=smoke, only=only)
     table = Table(title=_title(f"study {study.name} in {out_dir}"), box=box.SIMPLE_HEAD,
                   caption="val%, test% of a stage not done: its best epoch so far (by validation)")
-    for col, justify in (("experiment", "left"), ("stage", "left"), ("state", "left"), ("epochs", "right"),
-                         ("val%", "right"), ("test%", "right"), ("took", "right"), ("left (at most)", "right"),
-                         ("directory", "left")):
+    # rows of one study often differ only at the end of their names (-seed2, -seed3): the name column is never
+    # cut; the others give way first
+    table.add_column("experiment", no_wrap=True, min_width=max((len(s.experiment) for s in states), default=10))
+    for col, justify in (("stage", "left"), ("state", "left"), ("epochs", "right"), ("val%", "right"),
+                         ("test%", "right"), ("took", "right"), ("left (at most)", "right"), ("directory", "left")):
         table.add_column(col, justify=justify)
     colour = {"done": "green", "running": "cyan", "interrupted": "yellow", "pending": "dim", "given": "blue", "missing": "red"}
     for s in states:
