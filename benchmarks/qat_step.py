@@ -7,8 +7,12 @@ and with ``--compiled`` the student's step again under torch.compile with static
 Inductor's convolution backward, ValueRangeError, which is why QAT refuses ``finetune.compile``), its first call
 (the compilation) timed apart. ``--profile`` prints the student step's operators by their own time.
 
+Both run as the trainer runs them: in its precision on this host (``--precision auto``: bf16 autocast where the
+CPU computes bf16 natively, fp32 otherwise) and in its memory layouts (student and teacher each channels_last where
+the trainer would choose it).
+
 Usage: python benchmarks/qat_step.py [STUDENT.pt] [--teacher TEACHER.pt] [--batch 128] [--rounds 5]
-       [--threads 2] [--compiled] [--profile]
+       [--threads 2] [--precision auto|fp32|bf16] [--compiled] [--profile]
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import torch.nn.functional as F
 
 from slimbench.artifact.core import load_model
 from slimbench.hardware import host
+from slimbench.measure.accuracy import autocast, resolve_precision
+from slimbench.train.loop import channels_last_is_safe, eager_channels_last, preferred_channels_last
 
 
 def _seconds(call: Callable[[], object]) -> float:
@@ -39,6 +45,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--compiled", action="store_true")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -46,18 +53,25 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # Brevitas's notes on optional CUDA kernels
     student, _ = load_model(args.student)
     teacher, _ = load_model(args.teacher)
-    student.train()
-    teacher.eval()
-    images = torch.randn(args.batch, 3, 32, 32)
+    cpu = torch.device("cpu")
+    precision = resolve_precision(args.precision, cpu)
+    student_layout = preferred_channels_last(cpu, False) and channels_last_is_safe(student)
+    teacher_layout = eager_channels_last(cpu, teacher)
+    layout = {True: torch.channels_last, False: torch.contiguous_format}
+    student.to(memory_format=layout[student_layout]).train()
+    teacher.to(memory_format=layout[teacher_layout]).eval()
+    images = torch.randn(args.batch, 3, 32, 32).contiguous(memory_format=layout[student_layout])
+    teacher_images = images.contiguous(memory_format=layout[teacher_layout])
     labels = torch.randint(0, 10, (args.batch,))
     optimizer = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9)
 
     def teacher_forward() -> None:
-        with torch.no_grad():
-            teacher(images)
+        with torch.no_grad(), autocast(cpu, precision):
+            teacher(teacher_images)
 
     def step(model: torch.nn.Module) -> None:
-        loss = F.cross_entropy(model(images), labels)
+        with autocast(cpu, precision):
+            loss = F.cross_entropy(model(images), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -74,7 +88,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, call in parts.items():
             times[name].append(_seconds(call))
-    print(f"{host().describe()}, {args.threads} threads, batch {args.batch}, median of {args.rounds} rounds")
+    print(f"{host().describe()}, {args.threads} threads, batch {args.batch}, {precision}, student "
+          f"{'channels_last' if student_layout else 'contiguous'}, teacher "
+          f"{'channels_last' if teacher_layout else 'contiguous'}, median of {args.rounds} rounds")
     eager = statistics.median(times["student step (eager)"])
     for name, values in times.items():
         median = statistics.median(values)
