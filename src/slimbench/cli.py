@@ -840,6 +840,40 @@ def compare(
             console.print(f"plot: {path}", style="dim")
 
 
+@app.command("curves")
+def curves_(
+    sources: Annotated[list[str], typer.Argument(help="Training logs (log.jsonl), directories holding or containing "
+                                                 "them (runs, kept models, study stages) or model files; "
+                                                 "LABEL=PATH names one.")],
+    plot: Annotated[Path | None, typer.Option(help="Also draw the curves, overlaid, into this PNG.")] = None,
+) -> None:
+    """Validation accuracy by epoch of training runs side by side, each one's selected epoch in bold: is a new run
+    tracking the one it should beat?"""
+    from slimbench.study.curves import load_curves, plot_curves
+
+    curves = load_curves(list(sources))
+    table = Table(title=_title("validation accuracy (%) by epoch"), box=box.SIMPLE_HEAD,
+                  caption="bold: the epoch validation selects (the best, the earliest of equals)")
+    table.add_column("epoch", justify="right")
+    for curve in curves:
+        table.add_column(curve.label, justify="right")
+    bests = [curve.best for curve in curves]
+    for epoch in sorted({epoch for curve in curves for epoch in curve.epochs}):
+        cells = []
+        for curve, best in zip(curves, bests, strict=True):
+            value = curve.at(epoch)
+            text = "" if value is None else f"{100 * value:.2f}"
+            cells.append(Text(text, style="bold") if best and best[0] == epoch else text)
+        table.add_row(str(epoch), *cells)
+    table.add_section()
+    table.add_row("selected", *["-" if best is None else f"{100 * best[1]:.2f} ({best[0]})" for best in bests])
+    console.print(table)
+    if plot is not None:
+        drawn = plot_curves(curves, plot)
+        console.print(f"plot: {drawn}" if drawn else "plot: not drawn, no logged epoch has a validation accuracy",
+                      style="dim")
+
+
 @app.command("report")
 def report_(
     study_dir: Annotated[Path, typer.Argument(help="A study directory (with results.json).")],

@@ -375,35 +375,3 @@ def _label_slots(lanes: int = 3, shifts: int = 40, lane_cost: int = 4) -> tuple[
     order = [(step + 1) // 2 * (1 if step % 2 else -1) for step in range(shifts)]  # 0, +1, -1, +2, -2 ...
     return tuple(sorted(((abs(shift) + lane_cost * lane, lane, shift) for lane in range(lanes) for shift in order),
                         key=lambda slot: slot[0]))
-
-
-def plot_curves(run_dirs: list[tuple[str, Path]], path: str | Path) -> Path | None:
-    """Validation accuracy per epoch of the chosen training runs, overlaid."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    from slimbench.plotting import save_figure
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    drawn, last_epoch = 0, 1
-    for name, run_dir in run_dirs:
-        log = run_dir / "log.jsonl"
-        if not log.is_file():
-            continue
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        epochs = [r["epoch"] for r in records if r.get("val_acc") is not None]
-        if epochs:
-            ax.plot(epochs, [100 * r["val_acc"] for r in records if r.get("val_acc") is not None], label=name,
-                    marker="o" if len(epochs) <= 30 else None, markersize=3)  # a 1-epoch run is still visible
-            drawn, last_epoch = drawn + 1, max(last_epoch, *epochs)
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
-    ax.set_xlim(0.5, last_epoch + 0.5)  # a 1-epoch run gets one tick, 1, not fractions
-    ax.set_ylabel("validation accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
-    return Path(path)

@@ -13,7 +13,8 @@ from typing import Any
 
 from slimbench.artifact import atomic_write
 from slimbench.errors import ConfigError
-from slimbench.study.compare import COLUMNS, cell, literature, load_rows, plot_comparison, plot_curves, select
+from slimbench.study.compare import COLUMNS, cell, literature, load_rows, plot_comparison, select
+from slimbench.study.curves import LOG_FILE, plot_curves, read_curve
 from slimbench.study.runner import RESULTS_FILE
 
 GAP = 0.05  # a reported figure further than this (relative, or 5 points of accuracy) from the measured one is flagged
@@ -110,7 +111,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     spec = json.loads((study_dir / "study.json").read_text()) if (study_dir / "study.json").is_file() else {}
     rows = select(load_rows([study_dir]), "score")
     plots = plot_comparison(rows, study_dir / "plots", payload.get("study", ""))
-    curves = plot_curves(_training_runs(rows), study_dir / "plots" / "curves.png")
+    runs = [(name, run_dir / LOG_FILE) for name, run_dir in _training_runs(rows) if (run_dir / LOG_FILE).is_file()]
+    curves = plot_curves([read_curve(log, name) for name, log in runs], study_dir / "plots" / "curves.png")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>slimbench study {html.escape(payload['study'])}"
              f"</title><style>{STYLE}</style></head><body>",
              f"<h1>Study <code>{html.escape(payload['study'])}</code></h1>",
