@@ -81,3 +81,45 @@ def test_cli_bad_source_is_one_line_and_nonzero(tmp_path):
                           text=True, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "no training log" in lines[0]
+
+
+def test_stage_curves_are_named_by_experiment_and_by_stage_and_step_where_one_trains_twice(tmp_path):
+    from slimbench.study.curves import stage_curves
+    from slimbench.study.runner import StageState
+
+    _log(tmp_path / "prune-1/step1/finetune/log.jsonl", [0.4])
+    _log(tmp_path / "prune-1/step2/finetune/log.jsonl", [0.5])
+    _log(tmp_path / "quantize-2/qat/finetune/log.jsonl", [0.6])
+    _log(tmp_path / "quantize-3/qat/finetune/log.jsonl", [0.7])
+    states = [StageState("kept", 0, "checkpoint", "", tmp_path / "kept/model.pt", "given"),
+              StageState("a", 1, "prune", "k1", tmp_path / "prune-1", "done"),
+              StageState("a", 2, "quantize", "k2", tmp_path / "quantize-2", "running"),
+              StageState("b", 1, "quantize", "k3", tmp_path / "quantize-3", "interrupted"),
+              StageState("b", 2, "export", "k4", tmp_path / "export-4", "pending")]
+    assert [c.label for c in stage_curves(states)] == ["a (1. prune step1)", "a (1. prune step2)", "a (2. quantize)",
+                                                       "b"]
+
+
+def test_study_status_draws_its_rows_curves_beside_a_reference(tmp_path):
+    import yaml
+
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "a", "stages": [{"train": {"model": {"model": "resnet20", "width": 0.25}, "epochs": 3}}]}]}))
+    _log(tmp_path / "ref/log.jsonl", [0.5, 0.6])
+    runner = CliRunner()
+    plot = tmp_path / "status.png"
+    args = ["study", "status", str(study), "--out", str(tmp_path / "out"), "--curves", str(plot)]
+    result = runner.invoke(app, [*args, "--against", f"ref={tmp_path / 'ref'}"])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the reference alone: the row has not started
+    from slimbench.study import load_study, study_status
+
+    plot.unlink()
+    stage_dir = study_status(load_study(study), tmp_path / "out")[0].directory
+    _log(stage_dir / "log.jsonl", [0.3])  # the row's first epoch, as its trainer logs it
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and f"curves: {plot}" in result.output.replace("\n", ""), result.output
+    assert plot.is_file()
+    result = runner.invoke(app, [*args, "--against", str(tmp_path / "nowhere")])
+    assert isinstance(result.exception, ConfigError) and "no such file or directory" in str(result.exception)

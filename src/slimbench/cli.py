@@ -728,9 +728,18 @@ def study_status_(
     out: Annotated[Path | None, typer.Option(help="Study directory (default: runs/studies/NAME[-smoke]).")] = None,
     smoke: Annotated[bool, typer.Option(help="The smoke run's stages.")] = False,
     only: Annotated[list[str] | None, typer.Option(help="Only these experiments (and what they need).")] = None,
+    curves: Annotated[Path | None, typer.Option(
+        help="Also draw the validation curves of these stages' trainings, overlaid, into this PNG.")] = None,
+    against: Annotated[list[str] | None, typer.Option(
+        help="With --curves: another run drawn beside them (a kept model's directory, LABEL=PATH; repeatable).")] = None,
 ) -> None:
     """Where a study stands, read from disk: each stage done, running, interrupted or pending, with its epochs."""
     from slimbench.study import load_study, study_status
+    from slimbench.study.curves import load_curves, plot_curves, stage_curves
+
+    if against and curves is None:
+        raise SlimbenchError("--against draws beside the study's curves: give --curves PNG too")
+    reference = load_curves(list(against or []))  # a bad path stops here, before the table
 
     study = load_study(study_file)
     out_dir = out or _study_dir(study.name, smoke)
@@ -753,6 +762,9 @@ def study_status_(
     console.print(table)
     counts = {state: sum(1 for s in states if s.state == state and s.kind != "checkpoint") for state in colour}
     console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n) or "no stages")
+    if curves is not None:
+        drawn = plot_curves(reference + stage_curves(states), curves)
+        console.print(f"curves: {drawn}" if drawn else "curves: not drawn, no stage has logged an epoch yet", style="dim")
 
 
 @study_app.command("keep")

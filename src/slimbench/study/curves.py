@@ -13,6 +13,7 @@ from pathlib import Path
 
 from slimbench.errors import ConfigError
 from slimbench.study.compare import _labelled, distinct_labels
+from slimbench.study.runner import StageState
 
 LOG_FILE = "log.jsonl"
 
@@ -122,3 +123,18 @@ def plot_curves(curves: list[Curve], path: str | Path) -> Path | None:
               title_fontsize=7)
     save_figure(fig, path)
     return Path(path)
+
+
+def stage_curves(states: list[StageState]) -> list[Curve]:
+    """The curves of the training logs in a study's stage directories, named by experiment (and by stage and
+    step where an experiment trains more than once)."""
+    found = [(state, log) for state in states if state.kind != "checkpoint" for log in _logs(state.directory)]
+    curves = []
+    for state, log in found:
+        label = state.experiment
+        if sum(1 for other, _ in found if other.experiment == state.experiment) > 1:
+            steps = sum(1 for other, _ in found if other is state) > 1  # a pruning schedule's steps
+            step = f" {log.parent.relative_to(state.directory).parent}" if steps else ""
+            label += f" ({state.index}. {state.kind}{step})"
+        curves.append(read_curve(log, label))
+    return curves
