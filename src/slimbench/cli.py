@@ -865,7 +865,7 @@ def curves_(
 
     curves = load_curves(list(sources))
     table = Table(title=_title("validation accuracy (%) by epoch"), box=box.SIMPLE_HEAD,
-                  caption="bold: the epoch validation selects (the best, the earliest of equals)")
+                  caption="bold: the selected epoch (best validation)")
     table.add_column("epoch", justify="right")
     for curve in curves:
         table.add_column(curve.label, justify="right")
