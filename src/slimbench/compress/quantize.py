@@ -86,12 +86,11 @@ class QuantizeConfig(StrictModel):
         if self.mode == "qat" and (self.finetune or {}).get("compile"):
             # measured with torch 2.13 and Brevitas 0.13, in fp32 and in bf16: Dynamo breaks the graph at
             # Brevitas's quantizers and recompiles with the spatial sizes dynamic, and Inductor then fails to
-            # lower the convolutions' backward (ValueRangeError); with static shapes it compiles, but the step
-            # measured slower than eager (benchmarks/qat_step.py --compiled). Better said before calibration.
+            # lower the convolutions' backward (ValueRangeError); benchmarks/qat_step.py --compiled times the
+            # static-shape variant. Better said before calibration.
             raise ValueError("finetune.compile: torch.compile cannot train Brevitas's low-bit layers (at their "
                              "graph breaks Dynamo makes the image size dynamic and Inductor fails on the "
-                             "convolution backward; static shapes compile but step slower than eager): QAT "
-                             "trains eagerly, leave compile unset")
+                             "convolution backward): QAT trains eagerly, leave compile unset")
         return self
 
 
