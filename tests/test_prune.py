@@ -134,6 +134,8 @@ def test_iterative_structured_with_fine_tuning_and_resume(tmp_path, synthetic):
     steps = result.metrics["steps"]
     assert [s["ratio"] for s in steps] == pytest.approx(ramp_ratios(0.4, 2, "cubic"))
     assert steps[0]["params_after"] > steps[1]["params_after"]
+    assert all(s["train_seconds"] > 0 for s in steps)  # the stage trained for every step, not for the last alone
+    assert result.metrics["train_seconds"] == pytest.approx(sum(s["train_seconds"] for s in steps))
     _, artifact = load_model(result.model_path)
     assert [s["stage"] for s in artifact.lineage] == ["prune", "train", "prune", "train"]
     inputs, _ = inputs_from_artifact(result.model_path, load_rule("brief"))

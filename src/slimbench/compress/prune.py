@@ -222,13 +222,17 @@ def prune(
                 pruned_path, pruned_artifact.spec, train_base, config.finetune, step_dir / "finetune",
                 f"{path.name}-step{k}", teacher=str(checkpoint) if config.distill_from_parent else None,
                 dataset=dataset, store=store, progress=progress)
-            summary.update(val_acc=result_metrics.get("val_acc"), test_acc=result_metrics.get("test_acc"))
+            summary.update(val_acc=result_metrics.get("val_acc"), test_acc=result_metrics.get("test_acc"),
+                           train_seconds=result_metrics.get("train_seconds"))
         steps.append(summary)
 
     final = load_artifact(current_path)
     save_artifact(final, path / "model.pt")
     metrics = {"checkpoint": str(checkpoint), "model": str(path / "model.pt"), "steps": steps,
                **{k: v for k, v in final.metrics.items() if isinstance(v, int | float | str)}}
+    step_seconds = [s["train_seconds"] for s in steps if isinstance(s.get("train_seconds"), int | float)]
+    if step_seconds:  # the final model's own record holds only the last step's fine-tune
+        metrics["train_seconds"] = sum(step_seconds)
     atomic_write(path / "metrics.json", json.dumps(metrics, indent=2).encode())
     if not steps:
         raise CompressionError("nothing was pruned")
