@@ -50,11 +50,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="validation images each plan is evaluated on")
     parser.add_argument("--sparsity", type=float, default=0.0,
                         help="share of each layer's weights (all but the first layer) zeroed by magnitude first")
+    parser.add_argument("--scope", choices=["layer", "global"], default="layer",
+                        help="--sparsity per layer (the frontier's ramps) or one threshold over all of them")
+    parser.add_argument("--method", default="l1", help="the unstructured criterion that ranks the weights (l1, lamp)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     model, artifact = load_model(args.checkpoint)
     if args.sparsity:  # the selection and ranking the trainer's gradual pruning uses at its last step
-        ramp_end = GradualPruningConfig(final_sparsity=args.sparsity, scope="layer", exclude=["conv1"])
+        ramp_end = GradualPruningConfig(final_sparsity=args.sparsity, scope=args.scope, method=args.method,
+                                         exclude=["conv1"])
         config = ramp_end.as_prune_config(args.sparsity)
         prune_unstructured(select_layers(model, config), config)
     data = dataset_for(artifact, None)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from slimbench.artifact import Artifact, load_artifact, load_model, save_artifact
@@ -12,6 +13,7 @@ from slimbench.measure import count_model
 from slimbench.models import build_model
 from slimbench.score import inputs_from_artifact, load_rule
 from slimbench.sparsity.config import ramp_ratios
+from slimbench.sparsity.unstructured import prune_unstructured
 from zoo import ZOO, zoo_id
 
 # Every zoo family, narrowed where the full model would make the test slow; the graph is the same.
@@ -90,6 +92,29 @@ def test_unstructured_sparsity_equals_the_ratio(scope, method):
     assert record["unstructured_ratio"] == pytest.approx((record["nonzero_before"] - counts.nonzero_params)
                                                          / record["original_params"])
     assert record["structured_ratio"] == 0
+
+
+def test_lamp_scores_a_weight_against_the_layer_weights_not_smaller_than_it():
+    from slimbench.sparsity.criteria import criterion
+
+    score = criterion("lamp", "unstructured").unstructured
+    weight = torch.tensor([[3.0, -1.0], [0.0, 2.0]])
+    expected = torch.tensor([[9 / 9, 1 / 14], [0.0, 4 / 13]])
+    assert torch.allclose(score(weight, torch.Generator()), expected)
+
+
+@pytest.mark.parametrize("method, small_layer_kept", [("l1", 0.0), ("lamp", 0.5)])
+def test_global_lamp_compares_layers_whatever_their_scale(method, small_layer_kept):
+    """Global magnitude empties a layer whose weights are 100x smaller; LAMP, blind to a layer's scale, prunes
+    two layers that differ only by it alike."""
+    torch.manual_seed(0)
+    big, small = nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3)
+    with torch.no_grad():
+        small.weight.copy_(big.weight / 100)
+    layers = {"big": big, "small": small}
+    report = prune_unstructured(layers, PruneConfig(kind="unstructured", method=method, scope="global", ratio=0.5))
+    assert report.sparsity == pytest.approx(0.5)
+    assert 1 - report.per_layer["small"] == pytest.approx(small_layer_kept, abs=0.02)
 
 
 def test_magnitude_pruning_removes_the_smallest_weights():
@@ -200,7 +225,7 @@ def test_a_ratio_already_reached_is_an_error_not_a_silent_copy(tmp_path, kind):
 
 
 def test_config_rejects_impossible_combinations():
-    with pytest.raises(ValueError, match="unknown unstructured pruning criterion 'taylor'; choose one of l1, random"):
+    with pytest.raises(ValueError, match="unknown unstructured pruning criterion 'taylor'; choose one of l1, lamp, random"):
         PruneConfig(kind="unstructured", method="taylor")
     with pytest.raises(ValueError, match="steps > 1 needs schedule: iterative"):
         PruneConfig(steps=3)

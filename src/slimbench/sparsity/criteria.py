@@ -57,6 +57,20 @@ def _random_scores(weight: torch.Tensor, generator: torch.Generator) -> torch.Te
     return torch.where(weight.detach() != 0, noise.to(weight.device), torch.zeros_like(weight))
 
 
+def _lamp_scores(weight: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
+    """LAMP (Lee et al., ICLR 2021): a weight's square over the sum of the squares of its layer's weights not
+    smaller than it. Scores lie in (0, 1] in every layer and each layer's largest weight scores 1, so one global
+    threshold compares layers whose magnitudes differ (ResNet-20's deeper layers carry smaller weights, and plain
+    global magnitude strips them first); zeros score 0 and stay first."""
+    squares = weight.detach().float().flatten().pow(2)
+    order = torch.argsort(squares)
+    ascending = squares[order]
+    not_smaller = ascending.flip(0).cumsum(0).flip(0)
+    scores = torch.zeros_like(squares)
+    scores[order] = ascending / not_smaller.clamp_min(torch.finfo(torch.float32).tiny)
+    return scores.view_as(weight)
+
+
 class ScoreCostImportance:
     """A channel's importance (a Torch-Pruning importance) per unit of score that the channel costs.
 
@@ -128,6 +142,7 @@ class ScoreCostImportance:
 
 register_criterion(Criterion("l1", lambda: _tp().importance.GroupMagnitudeImportance(p=1),
                              lambda weight, _: weight.detach().abs()))
+register_criterion(Criterion("lamp", unstructured=_lamp_scores))
 register_criterion(Criterion("l2", lambda: _tp().importance.GroupMagnitudeImportance(p=2)))
 register_criterion(Criterion("bn_scale", lambda: _tp().importance.BNScaleImportance()))
 register_criterion(Criterion("taylor", lambda: _tp().importance.GroupTaylorImportance(), needs_gradients=True))
