@@ -25,6 +25,7 @@ from slimbench.compress.qat import (
 from slimbench.data import normalize
 from slimbench.errors import CompressionError, ConfigError, ExportError
 from slimbench.export import export
+from slimbench.measure.counts import scored_weight_bits
 from slimbench.models import build_model
 from slimbench.models.lowbit import apply_lowbit, is_lowbit
 from slimbench.score import compute_score, inputs_from_artifact, load_rule
@@ -346,6 +347,24 @@ def test_training_after_qat_holds_only_pruned_weights_and_stores_the_grid(tmp_pa
     assert inputs_from_artifact(more.model_path, load_rule("brief"))[0].w == total - pruned_count
 
 
+def test_the_scores_weight_bits_average_over_the_weights_as_stored():
+    """qw x w must be the bits stored: pruned weights of a 2-bit layer leave the 4- and 32-bit tensors a larger share."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    plan = {"0": {"weight_bits": 2, "activation_bits": 8}, "3": {"weight_bits": 4, "activation_bits": 4}}
+    quant = {"mode": "qat", "layers": plan, **effective_bits(model, plan, (3, 8, 8))}
+    assert scored_weight_bits(model, quant, []) == pytest.approx(quant["weight_bits"])  # dense: the recipe's mean
+    mask = torch.zeros(4, 3, 3, 3, dtype=torch.bool)
+    mask[0, 0, 0] = True  # 3 of the conv's 108 weights kept
+    conv_w, fc_w, fc_b = 3, 288, 2
+    expected = (conv_w * 2 + fc_w * 4 + fc_b * 32) / (conv_w + fc_w + fc_b)
+    assert scored_weight_bits(model, quant, [], {"0.weight": mask}) == pytest.approx(expected)
+    with torch.no_grad():  # an artifact without recorded masks: the zeros of the tensors its pruning named
+        model[0].weight.mul_(mask)
+    lineage = [{"stage": "prune", "metrics": {"sparse_params": ["0.weight"]}}]
+    assert scored_weight_bits(model, quant, lineage) == pytest.approx(expected)
+    assert scored_weight_bits(model, {"mode": "int8", "weight_bits": 8}, lineage) == 8
+
+
 def test_gradual_pruning_during_qat_grows_the_parent_masks(tmp_path, trained, synthetic):
     """Sparsity ramped up while QAT trains (Zhu and Gupta 2017): the parent's pruned weights stay pruned, each layer
     ends at the final sparsity on the grid's zero, and the score counts exactly the masked weights as pruned."""
@@ -366,7 +385,11 @@ def test_gradual_pruning_during_qat_grows_the_parent_masks(tmp_path, trained, sy
     model, _ = load_model(result.path)
     total = sum(p.numel() for n, p in model.named_parameters() if "_quant." not in n)
     masked = sum(int((~mask).sum()) for mask in child.masks.values())
-    assert inputs_from_artifact(result.path, load_rule("brief"))[0].w == total - masked
+    inputs = inputs_from_artifact(result.path, load_rule("brief"))[0]
+    assert inputs.w == total - masked
+    # the pruned 4-bit weights leave the dense first layer and the 32-bit batch norm a larger share of the bits
+    assert inputs.qw == pytest.approx(scored_weight_bits(model, child.quant, child.lineage, child.masks))
+    assert inputs.qw > child.quant["weight_bits"] + 0.1
 
 
 def test_a_resumed_gradual_qat_records_what_pruning_removed_since_the_start(tmp_path, trained, synthetic,

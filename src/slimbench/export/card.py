@@ -140,8 +140,9 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
     ps, pu = pruning_ratios(lineage)
     # w as `score` counts it: a low-bit grid's zeros are stored levels, not pruned weights
     w = float(metrics.get("nonzero_params", counts.nonzero_params))
-    score = compute_score(ScoreInputs(w=w, f=counts.macs, ps=ps, pu=pu, qw=qw, qa=qa, op_bits=quant.get("op_bits")),
-                          "brief")
+    scored_qw = float(metrics.get("scored_weight_bits", qw))  # the mean over the weights w counts, as `score` takes it
+    score = compute_score(ScoreInputs(w=w, f=counts.macs, ps=ps, pu=pu, qw=scored_qw, qa=qa,
+                                      op_bits=quant.get("op_bits")), "brief")
     test_acc = metrics.get("test_acc")
     lines = [
         f"# Model card: {model_file.name}",
@@ -151,8 +152,11 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         f"- File: `{model_file.name}`, {model_file.stat().st_size:,} bytes, " + _io_line(metrics.get("io"), counts),
         f"- Parameters: {counts.params:,} ({_kept_line(int(w), counts.nonzero_params)}); MACs per image: "
         f"{counts.macs:,} (rule {counts.rule})",
-        f"- Bits: weights {qw:.3g}, activations {qa:.3g}" + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})"
-                                                          if quant else "") + (f". {quant['note']}" if quant.get("note") else ""),
+        f"- Bits: weights {qw:.3g}"
+        + (f" over the dense tensors, {scored_qw:.3g} over the weights as stored (the score's qw)"
+           if abs(scored_qw - qw) >= 0.005 else "") + f", activations {qa:.3g}"
+        + (f" ({quant.get('mode')}, {quant.get('format', 'torch')})" if quant else "")
+        + (f". {quant['note']}" if quant.get("note") else ""),
         f"- Accuracy: validation {_pct(metrics.get('val_acc'))}, test {_pct(test_acc)} "
         "(model selection on the validation split only)",
         f"- Score (preset `brief`, lower is better): **{score.total:.4f}** = {score.param_term:.4f} (parameters) + "

@@ -32,7 +32,7 @@ from slimbench.export.card import write_model_card
 from slimbench.export.standalone import write_predict_script
 from slimbench.export.torchscript import check_torchscript_parity, export_torchscript
 from slimbench.measure import count_model
-from slimbench.measure.counts import scored_nonzero
+from slimbench.measure.counts import scored_nonzero, scored_weight_bits
 from slimbench.measure.engines import compare_engines, engine_correct
 from slimbench.measure.latency import measure_latency, measure_onnx_latency, measure_openvino_latency
 from slimbench.measure.summary import memory_at_stored_bits
@@ -147,8 +147,10 @@ def record_network_figures(path: Path, checkpoint: Path, model: nn.Module, paren
     quant = read_sidecar(path).get("quant") or {}
     memory = memory_at_stored_bits(model.float(), input_shape, quant, parent.spec, parent.structure)
     source_model, _ = load_model(checkpoint)  # as the scorer loads it, so both count the same network
-    micronet_params, micronet_ops = micronet_inputs(source_model.float(), quant)
-    figures: dict[str, Any] = {"micronet_params": micronet_params, "micronet_ops": micronet_ops}
+    qw = scored_weight_bits(source_model, quant, parent.lineage, parent.masks)
+    micronet_params, micronet_ops = micronet_inputs(source_model.float(), quant, qw)
+    figures: dict[str, Any] = {"micronet_params": micronet_params, "micronet_ops": micronet_ops,
+                               "scored_weight_bits": qw}
     if "peak_ram_bytes" in memory:
         figures.update({"flash_bytes": int(memory["flash_bytes"]), "peak_ram_bytes": int(memory["peak_ram_bytes"])})
     update_sidecar_metrics(path, figures)

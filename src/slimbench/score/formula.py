@@ -120,20 +120,20 @@ def compute_score(inputs: ScoreInputs, rule: ScoreRule | str = "brief") -> Score
                               op_term=op_term, notes=notes)
     if inputs.op_bits is not None:
         notes.append(f"mixed precision: max(qw, qa) is {inputs.op_bits:.3g} bits, the MAC-weighted mean of each "
-                     "layer's own max(qw, qa); qw is weighted by parameters")
+                     "layer's own max(qw, qa); qw is weighted by the weights as stored")
     op_term = (1 - ps) * (inputs.max_bits / 32) * inputs.f / rule.op_norm
     return ScoreBreakdown(rule=rule, inputs=inputs, ps_applied=ps, pu_applied=pu, param_term=param_term,
                           op_term=op_term, notes=notes)
 
 
-def micronet_inputs(model: Any, quant: dict[str, Any]) -> tuple[float, float]:
+def micronet_inputs(model: Any, quant: dict[str, Any], qw: float | None = None) -> tuple[float, float]:
     """w and f for the MicroNet rule: w adds a 1-bit mask per element of every sparse tensor (in units of
-    the model's weight width, so that the formula's qw/32 makes it 1 bit); f is the operation count."""
+    ``qw``, the weight width the formula is given, so that its qw/32 makes it 1 bit); f is the operation count."""
     from slimbench.measure.counts import count_micronet_ops, layer_bits_of
 
     layers, default = layer_bits_of(quant)
     ops = count_micronet_ops(model, layers, default)
-    qw = float(quant.get("weight_bits", 32))
+    qw = float(quant.get("weight_bits", 32)) if qw is None else qw
     nonzero = mask_bits = 0.0
     for _, tensor in model.named_parameters():
         kept = int(tensor.count_nonzero())
@@ -173,6 +173,8 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule,
         if "nonzero_params" not in metrics or "macs" not in metrics:
             raise ConfigError(f"{path}: its sidecar records no parameter or MAC counts; re-export it")
         w, f = float(metrics["nonzero_params"]), float(metrics["macs"])
+        # exports since the score's qw averages over the stored weights record it; older ones, their recipe's bits
+        qw = float(metrics.get("scored_weight_bits", quant.get("weight_bits", 32)))
         recorded_network = "micronet_params" in metrics and "micronet_ops" in metrics
         if rule.op_counting == "micronet-ops" and source is None and recorded_network:
             w, f = float(metrics["micronet_params"]), float(metrics["micronet_ops"])  # counted at export
@@ -186,17 +188,18 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule,
             if source != recorded and artifact.lineage != sidecar.get("lineage"):
                 raise ConfigError(f"{source} is not the model {path} was exported from (their lineages differ)")
     else:
-        from slimbench.measure.counts import scored_nonzero
+        from slimbench.measure.counts import scored_nonzero, scored_weight_bits
 
         model, artifact = load_model(path)
         counts = count_model(model)
         metrics, lineage, quant = artifact.metrics, artifact.lineage, artifact.quant or {}
         w, f = float(scored_nonzero(model, quant, lineage, artifact.masks)), float(counts.macs)
+        qw = scored_weight_bits(model, quant, lineage, artifact.masks)
     if rule.op_counting == "micronet-ops" and model is not None:
-        w, f = micronet_inputs(model.float(), quant)
+        w, f = micronet_inputs(model.float(), quant, qw)
     ps, pu = pruning_ratios(lineage)
     inputs = ScoreInputs(w=w, f=f, ps=ps, pu=pu,
-                         qw=float(quant.get("weight_bits", 32)), qa=float(quant.get("activation_bits", 32)),
+                         qw=qw, qa=float(quant.get("activation_bits", 32)),
                          op_bits=quant.get("op_bits"), measured_on="pruned")
     accuracy = metrics.get("test_acc")
     return inputs, float(accuracy) if isinstance(accuracy, int | float) else None
