@@ -25,7 +25,8 @@ from slimbench.compress.qat import calibrate_activations, effective_bits, plan_b
 from slimbench.compress.quantize import QuantizeConfig
 from slimbench.measure import count_model
 from slimbench.measure.accuracy import evaluate
-from slimbench.measure.counts import scored_nonzero
+from slimbench.measure.counts import scored_nonzero, scored_weight_bits
+from slimbench.models import weight_parameters
 from slimbench.models.lowbit import apply_lowbit
 from slimbench.score import ScoreInputs, compute_score
 from slimbench.sparsity import GradualPruningConfig, select_layers
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--scope", choices=["layer", "global"], default="layer",
                         help="--sparsity per layer (the frontier's ramps) or one threshold over all of them")
     parser.add_argument("--method", default="l1", help="the unstructured criterion that ranks the weights (l1, lamp)")
+    parser.add_argument("--plan", action="append", choices=list(PLANS), help="only these plans (repeat it); default all")
+    parser.add_argument("--float-only", action="store_true", help="only the float model's accuracy after --sparsity")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     model, artifact = load_model(args.checkpoint)
@@ -66,15 +69,20 @@ def main() -> None:
     calibration = data.train_x[calibration_indices(data, artifact, 256, 0)]
     counts = count_model(model)
     nonzero = scored_nonzero(model, {}, artifact.lineage)
+    # a float model's zeros are the weights pruning removed: qw averages over the others, as `score` does
+    kept = {name: p != 0 for name, p in weight_parameters(model) if bool((p == 0).any())}
     print(f"float: {100 * evaluate(model.eval(), val_x, val_y, data.num_classes).accuracy:.2f}% "
           f"on {len(val_x):,} validation images")
     print(f"{'plan':44} {'score':>7} {'max|w|':>8} {'mse':>8} {'mse+act':>8}")
-    for name, (weight_bits, activation_bits, layer_bits) in PLANS.items():
+    chosen = [] if args.float_only else args.plan or list(PLANS)
+    for name in chosen:
+        weight_bits, activation_bits, layer_bits = PLANS[name]
         config = QuantizeConfig(mode="qat", weight_bits=weight_bits, activation_bits=activation_bits,
                                 first_last_bits=8, layer_bits=layer_bits)
         plan = plan_bits(model, config, calibration[:64])
         bits = effective_bits(model, plan)
-        score = compute_score(ScoreInputs(w=nonzero, f=counts.macs, qw=bits["weight_bits"],
+        qw = scored_weight_bits(model, {"mode": "qat", "layers": plan}, artifact.lineage, kept)
+        score = compute_score(ScoreInputs(w=nonzero, f=counts.macs, qw=qw,
                                           qa=bits["activation_bits"], op_bits=bits["op_bits"])).total
         accuracy = {}
         for label, weights, inputs in (("max", "max", "percentile"), ("mse", "mse", "percentile"),

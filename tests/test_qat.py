@@ -390,6 +390,19 @@ def test_gradual_pruning_during_qat_grows_the_parent_masks(tmp_path, trained, sy
     # the pruned 4-bit weights leave the dense first layer and the 32-bit batch norm a larger share of the bits
     assert inputs.qw == pytest.approx(scored_weight_bits(model, child.quant, child.lineage, child.masks))
     assert inputs.qw > child.quant["weight_bits"] + 0.1
+    exported = export(result.path, tmp_path / "onnx", dataset=synthetic, latency=False, parity_images=64).path
+    assert read_sidecar(exported)["metrics"]["scored_weight_bits"] == pytest.approx(inputs.qw)
+    assert inputs_from_artifact(exported, load_rule("brief"))[0].qw == pytest.approx(inputs.qw)
+    # an export written before the sidecar recorded it: counted on its source while that is at hand
+    sidecar = exported.with_suffix(".json")
+    payload = json.loads(sidecar.read_text())
+    del payload["metrics"]["scored_weight_bits"]
+    sidecar.write_text(json.dumps(payload))
+    assert inputs_from_artifact(exported, load_rule("brief"))[0].qw == pytest.approx(inputs.qw)
+    moved = tmp_path / "moved.pt"
+    result.path.rename(moved)
+    assert inputs_from_artifact(exported, load_rule("brief"))[0].qw == pytest.approx(child.quant["weight_bits"])
+    assert inputs_from_artifact(exported, load_rule("brief"), source=moved)[0].qw == pytest.approx(inputs.qw)
 
 
 def test_a_resumed_gradual_qat_records_what_pruning_removed_since_the_start(tmp_path, trained, synthetic,

@@ -173,20 +173,31 @@ def inputs_from_artifact(path: str | Path, rule: ScoreRule,
         if "nonzero_params" not in metrics or "macs" not in metrics:
             raise ConfigError(f"{path}: its sidecar records no parameter or MAC counts; re-export it")
         w, f = float(metrics["nonzero_params"]), float(metrics["macs"])
-        # exports since the score's qw averages over the stored weights record it; older ones, their recipe's bits
-        qw = float(metrics.get("scored_weight_bits", quant.get("weight_bits", 32)))
         recorded_network = "micronet_params" in metrics and "micronet_ops" in metrics
-        if rule.op_counting == "micronet-ops" and source is None and recorded_network:
-            w, f = float(metrics["micronet_params"]), float(metrics["micronet_ops"])  # counted at export
-        elif rule.op_counting == "micronet-ops":  # operations are counted on the network itself
+        counts_on_network = rule.op_counting == "micronet-ops" and (source is not None or not recorded_network)
+        # exports record the score's qw since it averages over the stored weights; for an older mixed-precision
+        # one it is counted on its source where that is at hand, else its recipe's bits stand, as they do for such
+        # one (MicroNet's mask bits recorded at export were counted in its recipe's bits, which then stay with them)
+        qw_on_network = ("scored_weight_bits" not in metrics and bool(quant.get("layers"))
+                         and (rule.op_counting != "micronet-ops" or counts_on_network))
+        qw = float(metrics.get("scored_weight_bits", quant.get("weight_bits", 32)))
+        if counts_on_network or qw_on_network:
             recorded = Path(sidecar.get("source_checkpoint") or "")
-            source = Path(source) if source is not None else recorded
-            if not source.is_file():
+            candidate = Path(source) if source is not None else recorded
+            if candidate.is_file():
+                model, artifact = load_model(candidate)
+                if candidate != recorded and artifact.lineage != sidecar.get("lineage"):
+                    raise ConfigError(f"{candidate} is not the model {path} was exported from (their lineages differ)")
+                if qw_on_network:
+                    from slimbench.measure.counts import scored_weight_bits
+
+                    qw = scored_weight_bits(model, quant, lineage, artifact.masks)
+            elif counts_on_network:
                 raise ConfigError(f"{path}: rule {rule.name} counts operations on the model it was exported from, "
-                                  f"and {source} is gone")
-            model, artifact = load_model(source)
-            if source != recorded and artifact.lineage != sidecar.get("lineage"):
-                raise ConfigError(f"{source} is not the model {path} was exported from (their lineages differ)")
+                                  f"and {candidate} is gone")
+        if rule.op_counting == "micronet-ops" and not counts_on_network:
+            w, f = float(metrics["micronet_params"]), float(metrics["micronet_ops"])  # counted at export
+            model = None
     else:
         from slimbench.measure.counts import scored_nonzero, scored_weight_bits
 
