@@ -537,7 +537,7 @@ def score(
         ("operation term", f"(1-{result.ps_applied:g}) x "
                            + ("" if result.rule.op_counting == "micronet-ops" else f"{inputs.max_bits:.4g}/32 x ")
                            + f"{inputs.f:,.0f}/{result.rule.op_norm:.3g} = {result.op_term:.4f}"),
-        ("[bold]score", f"[bold]{result.total:.4f}"),
+        ("[bold]score", f"[bold]{result.total:.5f}"),  # five places: 0.00398 is under 0.004, "0.0040" would not say so
     ]
     if eligible is not None:
         rows.append(("eligible", f"{'yes' if eligible else 'NO'}: accuracy {_pct(accuracy)} vs the rule's "

@@ -159,7 +159,7 @@ def write_model_card(path: Path, model_file: Path, sidecar: dict[str, Any], coun
         + (f". {quant['note']}" if quant.get("note") else ""),
         f"- Accuracy: validation {_pct(metrics.get('val_acc'))}, test {_pct(test_acc)} "
         "(model selection on the validation split only)",
-        f"- Score (preset `brief`, lower is better): **{score.total:.4f}** = {score.param_term:.4f} (parameters) + "
+        f"- Score (preset `brief`, lower is better): **{score.total:.5f}** = {score.param_term:.4f} (parameters) + "
         f"{score.op_term:.4f} (operations); w and f measured on the model as exported, Ps={ps:.3f}, Pu={pu:.3f} "
         "recorded from the lineage"
         + ("" if isinstance(test_acc, int | float) and test_acc >= 0.9 else " (not eligible: test accuracy below 90%)"),
