@@ -1,5 +1,5 @@
 #!/bin/bash
-# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-46).
+# The frontier Pareto table and plots: every model tried, under the three score rules (BENCHMARKS sections 23-47).
 # Usage: SLIMBENCH_DATA=../shared/data/cifar10 bash benchmarks/frontier_pareto.sh   (from the repository, its venv active)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ M=(
 '92.57% parent: 30% + 40% sparse, fp32 (s35)=benchmarks/results/frontier-strongkd/s2-sparse40/model.pt'
 '92.57% parent: pruned 50% r8 + 40% sparse, fp32 (s40)=benchmarks/results/frontier-strongkd/s2-prune50-r8-sparse40/model.pt'
 '92.57% parent: pruned 50% r8 fp32 (s40)=benchmarks/results/frontier-strongkd/s2-prune50-r8/model.pt'
+'92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide + 40->75% sparse under one global L1 threshold during w3a3 (layer 3), 40 ep, seed 2 (s47)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual75global-actmse-seed2/model.pt'
+'92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide + 40->75% sparse under one global LAMP threshold during w3a3 (layer 3), 40 ep, seed 2 (s47)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual75lamp-actmse-seed2/model.pt'
 '92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide + 40->70% sparse during w3a3 (layer 3), 40 ep, seed 2, QAT taught by its float parent (s46)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-selfkd-onnx/model.pt'
 'its ONNX export (s46)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-selfkd-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-selfkd-onnx/model.pt'
 '92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide + 40->70% sparse during w3a3 (layer 3), 40 ep, seed 2 (s45)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-onnx/model.pt'

@@ -93,7 +93,7 @@ def main() -> None:
     for r in rows:
         train = f"{r['train_s'] / 3600:.1f} h" if r.get("train_s") else "-"
         print(f"| {r['model']} | {pct(r['val_acc'])} | {pct(r['test_acc'])} | {r['w']:,.0f} | {r['f']:,.0f} | "
-              f"{r['qw']:.3g} | {r['max_bits']:.3g} | {r['ps']:.2f} | {r['pu']:.2f} | {r['score_brief']:.4f} | "
+              f"{r['qw']:.3g} | {r['max_bits']:.3g} | {r['ps']:.2f} | {r['pu']:.2f} | {r['score_brief']:.5f} | "
               f"{r['score_course-macs']:.4f} | {r['score_micronet-ops']:.4f} | {size(r.get('flash_bytes'))} | "
               f"{size(r.get('peak_ram_bytes'))} | {train} | {'yes' if r['pareto'] else ''} |")
     print()
