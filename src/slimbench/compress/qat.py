@@ -12,9 +12,10 @@ Pipeline (``slimbench quantize CHECKPOINT --mode qat``), every step on disk so a
 4. ``model.pt``: weights snapped to their grid (each stored weight is one of the 2^b - 1 levels of its
    channel), checked to compute the same function as the trained model.
 
-Effective bits for the score, with mixed precision: ``weight_bits`` is parameter-weighted over every
-parameter of the model (float layers, biases and batch norm at 32 bits), ``activation_bits`` and
-``op_bits`` (max(qw, qa) per layer) are MAC-weighted, float layers at 32.
+Effective bits of the recipe, with mixed precision: ``weight_bits`` is parameter-weighted over every
+parameter of the dense model (float layers, biases and batch norm at 32 bits), ``activation_bits`` and
+``op_bits`` (max(qw, qa) per layer) are MAC-weighted, float layers at 32. The score's qw is the same average
+over the weights pruning kept (:func:`slimbench.measure.counts.scored_weight_bits`).
 """
 
 from __future__ import annotations
