@@ -42,6 +42,14 @@ PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last 
     "layer 2 w4a4, layers 1 and 3 w3a3": (3, 3, {"layer2.*": {"weight_bits": 4, "activation_bits": 4}}),
     "w2a4 everywhere": (2, 4, {}),
     "w4a4, layer 3 at 2-bit weights": (4, 4, {"layer3.*": {"weight_bits": 2}}),
+    # `slimbench sensitivity` on the 50% structure (BENCHMARKS section 48): layer 3's last block and the second
+    # convolutions of layer 2's last two blocks barely feel 3 bits alone, layer 3's first three convolutions do.
+    "by sensitivity (section 48)": (4, 4, {
+        "layer2.1.conv2": W3A3, "layer2.2.conv2": W3A3, "layer3.0.shortcut.0": W3A3, "layer3.1.conv2": W3A3,
+        "layer3.2.conv1": W3A3, "layer3.2.conv2": {"weight_bits": 2, "activation_bits": 2}}),
+    "by sensitivity, layer 3.1.conv2 at w4a4": (4, 4, {
+        "layer2.1.conv2": W3A3, "layer2.2.conv2": W3A3, "layer3.0.shortcut.0": W3A3,
+        "layer3.2.conv1": W3A3, "layer3.2.conv2": {"weight_bits": 2, "activation_bits": 2}}),
 }
 
 
@@ -91,7 +99,7 @@ def main() -> None:
             torch.manual_seed(0)
             calibrate_activations(trial, calibration, weight_step_init=weights, activation_step_init=inputs)
             accuracy[label] = evaluate(trial.eval(), val_x, val_y, data.num_classes).accuracy
-        print(f"{name:44} {score:7.4f} " + " ".join(f"{100 * accuracy[k]:7.2f}%" for k in accuracy), flush=True)
+        print(f"{name:44} {score:8.5f} " + " ".join(f"{100 * accuracy[k]:7.2f}%" for k in accuracy), flush=True)
 
 
 if __name__ == "__main__":
