@@ -19,8 +19,11 @@ from slimbench.compress.sensitivity import (
     suggestion_effect,
 )
 from slimbench.errors import CompressionError
+from slimbench.measure import count_model
 from slimbench.measure.accuracy import evaluate
 from slimbench.score import PRESETS
+from slimbench.sparsity import GradualPruningConfig, select_layers
+from slimbench.sparsity.unstructured import prune_unstructured
 
 NORMS = (PRESETS["brief"].param_norm, PRESETS["brief"].op_norm)
 
@@ -128,3 +131,42 @@ def test_mse_step_init_loses_less_at_two_bits(report, trained, synthetic):
         bit_sensitivity(trained, bits=(4,), dataset=synthetic, weight_step_init="percentile")
     with pytest.raises(CompressionError, match="activation_step_init"):
         bit_sensitivity(trained, bits=(4,), dataset=synthetic, activation_step_init="max")
+
+
+def test_parameters_can_be_counted_where_a_global_ramp_ends_while_drops_stay_measured_on_the_model(
+        report, trained, synthetic):
+    ramp = GradualPruningConfig(final_sparsity=0.8, scope="global", exclude=["conv1"])
+    at_end = bit_sensitivity(trained, bits=(2, 8), images=64, calibration_size=128, dataset=synthetic,
+                             count_params_at=ramp)
+    model, _ = load_model(trained)
+    config = ramp.as_prune_config(0.8)
+    prune_unstructured(select_layers(model, config), config)
+    expected = {layer.name: layer.nonzero_params for layer in count_model(model).layers}
+    assert {layer.name: layer.nonzero_params for layer in at_end.layers} == expected
+    before = {layer.name: layer for layer in report.layers}
+    assert all(layer.drops == before[layer.name].drops for layer in at_end.layers)
+    assert all(layer.macs == before[layer.name].macs for layer in at_end.layers)
+    # conv1 and the classifier stay dense; one threshold leaves the others unequally sparse, 80% of them in all
+    pruned = [layer for layer in at_end.layers if layer.name not in ("conv1", "fc")]
+    assert at_end.layers[0].nonzero_params == before["conv1"].nonzero_params
+    kept = sum(layer.nonzero_params for layer in pruned) / sum(before[layer.name].nonzero_params for layer in pruned)
+    assert kept == pytest.approx(0.2, abs=0.01)
+    assert len({round(layer.nonzero_params / before[layer.name].nonzero_params, 2) for layer in pruned}) > 1
+    assert at_end.params_counted_at == {"final_sparsity": 0.8, "scope": "global", "method": "l1",
+                                        "exclude": ["conv1"]}
+    assert report.params_counted_at is None
+
+
+def test_cli_counts_at_the_ramp_end_and_refuses_an_unknown_scope_in_one_line(tmp_path, trained, synthetic,
+                                                                            monkeypatch):
+    import slimbench.cli as cli
+
+    monkeypatch.setattr(cli, "_dataset_of", lambda checkpoint, data_dir: synthetic)
+    out = CliRunner().invoke(app, ["sensitivity", str(trained), "--bits", "3,4", "--images", "32", "--save", "0.001",
+                                   "--sparsity", "0.8", "--exclude", "conv1", "--json", str(tmp_path / "s.json")])
+    assert out.exit_code == 0, out.output
+    assert "params at 80% (global)" in out.output
+    assert json.loads((tmp_path / "s.json").read_text())["params_counted_at"]["final_sparsity"] == 0.8
+    bad = CliRunner().invoke(app, ["sensitivity", str(trained), "--save", "0.001", "--sparsity", "0.8",
+                                   "--scope", "everywhere"])
+    assert bad.exit_code != 0 and "scope" in str(bad.exception) and "\n" not in str(bad.exception)

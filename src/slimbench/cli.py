@@ -577,6 +577,15 @@ def sensitivity(
     activation_step_init: Annotated[str, typer.Option(help="Start each trial's input steps as the QAT run will: "
                                                       "percentile (Brevitas's) or mse (least quantization "
                                                       "error).")] = "percentile",
+    sparsity: Annotated[float | None, typer.Option(help="Count each layer's parameters where the QAT run's gradual "
+                                                   "pruning ramp ends (its final_sparsity): the suggestion then "
+                                                   "weighs the weights that will be stored.")] = None,
+    scope: Annotated[str, typer.Option(help="With --sparsity: the ramp's scope, global (one threshold) or layer.")]
+        = "global",
+    method: Annotated[str, typer.Option(help="With --sparsity: the ramp's unstructured criterion (l1, lamp, ...).")]
+        = "l1",
+    exclude: Annotated[list[str] | None, typer.Option(help="With --sparsity: a layer the ramp leaves dense, as its "
+                                                      "exclude (repeat it; e.g. conv1).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the per-layer bar chart here (PNG).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the measurements and suggestion here.")]
         = None,
@@ -601,6 +610,16 @@ def sensitivity(
         raise SlimbenchError("give --budget (validation points to spend), --save (score to take off), --protect "
                              "(the drop that sends a layer up to --protect-bits), or several")
     score_rule = load_rule(rule)
+    ramp = None
+    if sparsity is not None:
+        from pydantic import ValidationError
+
+        from slimbench.sparsity import GradualPruningConfig
+        try:
+            ramp = GradualPruningConfig(final_sparsity=sparsity, scope=scope, method=method, exclude=exclude or [])
+        except ValidationError as exc:
+            raise SlimbenchError("--sparsity/--scope/--method: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("sensitivity", total=None)
@@ -610,7 +629,7 @@ def sensitivity(
 
         report = bit_sensitivity(checkpoint, widths, images=images, dataset=_dataset_of(checkpoint, data_dir),
                                  on_step=step, weight_step_init=weight_step_init,
-                                 activation_step_init=activation_step_init)
+                                 activation_step_init=activation_step_init, count_params_at=ramp)
     keep = [report.layers[0].name, report.layers[-1].name] if keep_first_last and report.layers else []
     norms = (score_rule.param_norm, score_rule.op_norm)
     chosen = suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,
@@ -618,7 +637,8 @@ def sensitivity(
                                 protect_bits=protect_bits)
     table = Table(title=_title(f"{checkpoint}: one layer at a time, validation points lost (float "
                                f"{_pct(report.reference_acc)} on {report.images:,} images)"), box=box.SIMPLE)
-    for column in ("layer", "params", "MACs", *(f"w{b}a{b}" for b in widths), "suggested"):
+    params = "params" if ramp is None else f"params at {ramp.final_sparsity:.0%} ({ramp.scope})"
+    for column in ("layer", params, "MACs", *(f"w{b}a{b}" for b in widths), "suggested"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in report.layers:
         pick = chosen.get(layer.name, {}).get("weight_bits")

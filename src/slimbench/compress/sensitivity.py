@@ -31,6 +31,9 @@ from slimbench.errors import CompressionError
 from slimbench.measure import count_model
 from slimbench.measure.accuracy import evaluate
 from slimbench.models.lowbit import apply_lowbit
+from slimbench.sparsity.config import GradualPruningConfig
+from slimbench.sparsity.select import select_layers
+from slimbench.sparsity.unstructured import prune_unstructured
 
 BITS = (2, 3, 4, 8)
 
@@ -52,6 +55,7 @@ class SensitivityReport:
     layers: list[LayerSensitivity] = field(default_factory=list)
     weight_step_init: str = "max"  # as QuantizeConfig's: the trials start their weight steps as QAT would
     activation_step_init: str = "percentile"  # and their input steps
+    params_counted_at: dict[str, Any] | None = None  # the pruning ramp whose end the parameters are counted at
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,11 +64,15 @@ class SensitivityReport:
 def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: int = 2000,
                     calibration_size: int = 256, dataset: ImageDataset | None = None, seed: int = 0,
                     on_step: Callable[[str, int], None] | None = None,
-                    weight_step_init: str = "max", activation_step_init: str = "percentile") -> SensitivityReport:
+                    weight_step_init: str = "max", activation_step_init: str = "percentile",
+                    count_params_at: GradualPruningConfig | None = None) -> SensitivityReport:
     """Validation accuracy lost by each Conv2d/Linear of a float artifact quantized alone at each of ``bits``
     (weights and inputs), on the first ``images`` validation images; ``on_step(layer, bits)`` after each.
     ``weight_step_init`` ("max" or "mse") and ``activation_step_init`` ("percentile" or "mse"): as the QAT run the
-    suggestion is for will start its weight and input steps."""
+    suggestion is for will start its weight and input steps. ``count_params_at``: the QAT run's gradual pruning
+    ramp; each layer's non-zero parameters are then counted where it ends (on a copy pruned with the trainer's
+    selection and ranking), since a global threshold leaves the layers unequally sparse and the score saved by a
+    layer's bits is its share of the weights then stored. The drops are still measured on the model as it is."""
     check_step_inits(weight_step_init, activation_step_init)
     if not bits or any(not 2 <= b <= 8 for b in bits):
         raise CompressionError(f"bit widths must lie in 2..8, got {list(bits)}")
@@ -83,10 +91,18 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
     model.eval()
     num_classes = data.num_classes
     reference = evaluate(model, val_x, val_y, num_classes, channels_last=False).accuracy
-    counts = {layer.name: layer for layer in count_model(model, tuple(data.train_x.shape[1:])).layers}
+    counted = model
+    if count_params_at is not None:
+        counted = copy.deepcopy(model)
+        ramp_end = count_params_at.as_prune_config(count_params_at.final_sparsity)
+        prune_unstructured(select_layers(counted, ramp_end), ramp_end)
+    counts = {layer.name: layer for layer in count_model(counted, tuple(data.train_x.shape[1:])).layers}
     report = SensitivityReport(checkpoint=str(checkpoint), reference_acc=reference, images=len(val_x),
                                calibration_images=len(calibration), weight_step_init=weight_step_init,
-                               activation_step_init=activation_step_init)
+                               activation_step_init=activation_step_init,
+                               params_counted_at=None if count_params_at is None
+                               else count_params_at.model_dump(include={"final_sparsity", "scope", "method",
+                                                                        "exclude"}))
     # layer order and input signedness do not depend on the width: one forward pass finds them for every trial
     plan = plan_bits(model, QuantizeConfig(mode="qat", first_last_bits=None), calibration[:64])
     for name in plan:
