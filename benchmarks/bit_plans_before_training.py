@@ -29,10 +29,14 @@ from slimbench.measure.counts import scored_nonzero, scored_weight_bits
 from slimbench.models import weight_parameters
 from slimbench.models.lowbit import apply_lowbit
 from slimbench.score import ScoreInputs, compute_score
-from slimbench.sparsity import GradualPruningConfig, select_layers
-from slimbench.sparsity.unstructured import prune_unstructured
+from slimbench.sparsity import GradualPruningConfig
+from slimbench.sparsity.unstructured import prune_where_ramp_ends
 
 W3A3 = {"weight_bits": 3, "activation_bits": 3}
+# `slimbench sensitivity` on the 50% structure (BENCHMARKS section 48): layer 3's last block and the second
+# convolutions of layer 2's last two blocks barely feel 3 bits alone, layer 3's first three convolutions do.
+BY_SENSITIVITY = {"layer2.1.conv2": W3A3, "layer2.2.conv2": W3A3, "layer3.0.shortcut.0": W3A3, "layer3.2.conv1": W3A3,
+                  "layer3.2.conv2": {"weight_bits": 2, "activation_bits": 2}}
 PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last layer at 8 bits in all
     "w4a4": (4, 4, {}),
     "w3a3 everywhere": (3, 3, {}),
@@ -42,14 +46,8 @@ PLANS = {  # name -> (weight bits, activation bits, layer_bits); first and last 
     "layer 2 w4a4, layers 1 and 3 w3a3": (3, 3, {"layer2.*": {"weight_bits": 4, "activation_bits": 4}}),
     "w2a4 everywhere": (2, 4, {}),
     "w4a4, layer 3 at 2-bit weights": (4, 4, {"layer3.*": {"weight_bits": 2}}),
-    # `slimbench sensitivity` on the 50% structure (BENCHMARKS section 48): layer 3's last block and the second
-    # convolutions of layer 2's last two blocks barely feel 3 bits alone, layer 3's first three convolutions do.
-    "by sensitivity (section 48)": (4, 4, {
-        "layer2.1.conv2": W3A3, "layer2.2.conv2": W3A3, "layer3.0.shortcut.0": W3A3, "layer3.1.conv2": W3A3,
-        "layer3.2.conv1": W3A3, "layer3.2.conv2": {"weight_bits": 2, "activation_bits": 2}}),
-    "by sensitivity, layer 3.1.conv2 at w4a4": (4, 4, {
-        "layer2.1.conv2": W3A3, "layer2.2.conv2": W3A3, "layer3.0.shortcut.0": W3A3,
-        "layer3.2.conv1": W3A3, "layer3.2.conv2": {"weight_bits": 2, "activation_bits": 2}}),
+    "by sensitivity, layer 3.1.conv2 at w3a3": (4, 4, {**BY_SENSITIVITY, "layer3.1.conv2": W3A3}),
+    "by sensitivity (section 48)": (4, 4, BY_SENSITIVITY),
 }
 
 
@@ -68,10 +66,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     model, artifact = load_model(args.checkpoint)
     if args.sparsity:  # the selection and ranking the trainer's gradual pruning uses at its last step
-        ramp_end = GradualPruningConfig(final_sparsity=args.sparsity, scope=args.scope, method=args.method,
-                                         exclude=["conv1"])
-        config = ramp_end.as_prune_config(args.sparsity)
-        prune_unstructured(select_layers(model, config), config)
+        prune_where_ramp_ends(model, GradualPruningConfig(final_sparsity=args.sparsity, scope=args.scope,
+                                                          method=args.method, exclude=["conv1"]))
     data = dataset_for(artifact, None)
     val_x, val_y = (t[:args.images] for t in validation_images(data, artifact))
     calibration = data.train_x[calibration_indices(data, artifact, 256, 0)]

@@ -612,14 +612,10 @@ def sensitivity(
     score_rule = load_rule(rule)
     ramp = None
     if sparsity is not None:
-        from pydantic import ValidationError
-
+        from slimbench.config import validate
         from slimbench.sparsity import GradualPruningConfig
-        try:
-            ramp = GradualPruningConfig(final_sparsity=sparsity, scope=scope, method=method, exclude=exclude or [])
-        except ValidationError as exc:
-            raise SlimbenchError("--sparsity/--scope/--method: " + "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        ramp = validate(GradualPruningConfig, {"final_sparsity": sparsity, "scope": scope, "method": method,
+                                               "exclude": exclude or []}, "--sparsity/--scope/--method/--exclude")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("sensitivity", total=None)

@@ -32,8 +32,7 @@ from slimbench.measure import count_model
 from slimbench.measure.accuracy import evaluate
 from slimbench.models.lowbit import apply_lowbit
 from slimbench.sparsity.config import GradualPruningConfig
-from slimbench.sparsity.select import select_layers
-from slimbench.sparsity.unstructured import prune_unstructured
+from slimbench.sparsity.unstructured import prune_where_ramp_ends
 
 BITS = (2, 3, 4, 8)
 
@@ -94,8 +93,7 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
     counted = model
     if count_params_at is not None:
         counted = copy.deepcopy(model)
-        ramp_end = count_params_at.as_prune_config(count_params_at.final_sparsity)
-        prune_unstructured(select_layers(counted, ramp_end), ramp_end)
+        prune_where_ramp_ends(counted, count_params_at)
     counts = {layer.name: layer for layer in count_model(counted, tuple(data.train_x.shape[1:])).layers}
     report = SensitivityReport(checkpoint=str(checkpoint), reference_acc=reference, images=len(val_x),
                                calibration_images=len(calibration), weight_step_init=weight_step_init,

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from slimbench.sparsity.config import PruneConfig
+from slimbench.sparsity.config import GradualPruningConfig, PruneConfig
 from slimbench.sparsity.criteria import criterion
+from slimbench.sparsity.select import select_layers
 
 
 @dataclass
@@ -61,6 +62,13 @@ def prune_unstructured(layers: dict[str, nn.Module], config: PruneConfig, ratio:
         prune.custom_from_mask(module, "weight", masks[name])
         prune.remove(module, "weight")
     return sparsity_of(layers)
+
+
+def prune_where_ramp_ends(model: nn.Module, ramp: GradualPruningConfig) -> SparsityReport:
+    """Zero, in place, the weights a gradual pruning ramp has zeroed at its end: its final sparsity, with the
+    trainer's layer selection and ranking (what a run that prunes while it trains will store)."""
+    config = ramp.as_prune_config(ramp.final_sparsity)
+    return prune_unstructured(select_layers(model, config), config)
 
 
 @torch.no_grad()
