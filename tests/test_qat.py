@@ -535,3 +535,31 @@ def test_a_resumed_or_averaged_low_bit_run_keeps_training_its_step_sizes(tmp_pat
     resumed = resume_training(tmp_path / "b", progress=False, dataset=synthetic)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
     assert all(torch.equal(t, steps(tmp_path / "a" / "last.pt")[n]) for n, t in steps(tmp_path / "b" / "last.pt").items())
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_prune_where_ramp_ends_picks_the_weights_the_trainers_ramp_zeroes(tmp_path, trained, synthetic, scope):
+    """`sensitivity --sparsity` and the bit-plans script count a layer's weights where a QAT run's ramp ends, on a
+    copy pruned once by `prune_where_ramp_ends`; the trainer gets there in steps, each on the weights the last
+    left. With weights that do not move (a vanishing rate), the steps must end on exactly the one-shot zeros: the
+    earlier zeros rank lowest, and the rest keep their order."""
+    from slimbench.sparsity import GradualPruningConfig
+    from slimbench.sparsity.unstructured import prune_where_ramp_ends
+
+    ramp = {"final_sparsity": 0.6, "initial_sparsity": 0.2, "scope": scope, "exclude": ["conv1"], "end_epoch": 2}
+    config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=4, calibration_size=64,
+                            finetune={"epochs": 3, "optimizer": {"lr": 1e-20, "weight_decay": 0.0},
+                                      "gradual_pruning": ramp})
+    result = quantize(trained, config, tmp_path / "qat", dataset=synthetic, progress=False)
+    start, _ = load_model(tmp_path / "qat" / "qat" / "init.pt")
+    report = prune_where_ramp_ends(start, GradualPruningConfig.model_validate(ramp))
+    assert report.sparsity == pytest.approx(0.6, abs=0.01)
+    one_shot = {f"{name}.weight": module.weight != 0 for name, module in start.named_modules()
+                if f"{name}.weight" in load_artifact(result.path).masks}
+    stepped = load_artifact(result.path).masks
+    assert set(one_shot) == set(stepped) and "conv1.weight" not in stepped
+    for name, kept in stepped.items():
+        assert torch.equal(kept, one_shot[name].cpu()), name
+    if scope == "global":  # one threshold: the layers come out unequally sparse, as at 80% on the 50% structure
+        shares = [float((~kept).float().mean()) for kept in stepped.values()]
+        assert max(shares) - min(shares) > 0.05
