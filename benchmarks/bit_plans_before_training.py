@@ -21,14 +21,12 @@ import torch
 
 from slimbench.artifact import load_model
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
-from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits
+from slimbench.compress.qat import calibrate_activations, plan_bits
 from slimbench.compress.quantize import QuantizeConfig
-from slimbench.measure import count_model
+from slimbench.compress.sensitivity import plan_score
 from slimbench.measure.accuracy import evaluate
-from slimbench.measure.counts import scored_nonzero, scored_weight_bits
-from slimbench.models import weight_parameters
 from slimbench.models.lowbit import apply_lowbit
-from slimbench.score import ScoreInputs, compute_score
+from slimbench.score import PRESETS
 from slimbench.sparsity import GradualPruningConfig
 from slimbench.sparsity.unstructured import prune_where_ramp_ends
 
@@ -77,10 +75,6 @@ def main() -> None:
     data = dataset_for(artifact, None)
     val_x, val_y = (t[:args.images] for t in validation_images(data, artifact))
     calibration = data.train_x[calibration_indices(data, artifact, 256, 0)]
-    counts = count_model(model)
-    nonzero = scored_nonzero(model, {}, artifact.lineage)
-    # a float model's zeros are the weights pruning removed: qw averages over the others, as `score` does
-    kept = {name: p != 0 for name, p in weight_parameters(model) if bool((p == 0).any())}
     print(f"float: {100 * evaluate(model.eval(), val_x, val_y, data.num_classes).accuracy:.2f}% "
           f"on {len(val_x):,} validation images")
     print(f"{'plan':44} {'score':>7} {'max|w|':>8} {'mse':>8} {'mse+act':>8}")
@@ -89,11 +83,8 @@ def main() -> None:
         weight_bits, activation_bits, layer_bits = PLANS[name]
         config = QuantizeConfig(mode="qat", weight_bits=weight_bits, activation_bits=activation_bits,
                                 first_last_bits=8, layer_bits=layer_bits)
+        score = plan_score(model, artifact.lineage, config, PRESETS["brief"], calibration)
         plan = plan_bits(model, config, calibration[:64])
-        bits = effective_bits(model, plan)
-        qw = scored_weight_bits(model, {"mode": "qat", "layers": plan}, artifact.lineage, kept)
-        score = compute_score(ScoreInputs(w=nonzero, f=counts.macs, qw=qw,
-                                          qa=bits["activation_bits"], op_bits=bits["op_bits"])).total
         accuracy = {}
         for label, weights, inputs in (("max", "max", "percentile"), ("mse", "mse", "percentile"),
                                        ("mse+act", "mse", "mse")):

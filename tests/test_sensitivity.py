@@ -21,7 +21,7 @@ from slimbench.compress.sensitivity import (
 from slimbench.errors import CompressionError
 from slimbench.measure import count_model
 from slimbench.measure.accuracy import evaluate
-from slimbench.score import PRESETS
+from slimbench.score import PRESETS, compute_score
 from slimbench.sparsity import GradualPruningConfig, select_layers
 from slimbench.sparsity.unstructured import prune_unstructured
 
@@ -170,3 +170,50 @@ def test_cli_counts_at_the_ramp_end_and_refuses_an_unknown_scope_in_one_line(tmp
     bad = CliRunner().invoke(app, ["sensitivity", str(trained), "--save", "0.001", "--sparsity", "0.8",
                                    "--scope", "everywhere"])
     assert bad.exit_code != 0 and "scope" in str(bad.exception) and "\n" not in str(bad.exception)
+
+
+def test_a_plans_score_is_what_score_reads_from_the_qat_run_of_that_plan(tmp_path, trained, synthetic):
+    """`--target-score` aims at plan_scorer's figure, so it must be the one `slimbench score` will read from the
+    artifact the QAT run stores: mixed bits, first and last at 8, weights counted where the ramp ends."""
+    from slimbench.compress import QuantizeConfig, quantize
+    from slimbench.compress.sensitivity import plan_scorer
+    from slimbench.score import inputs_from_artifact
+
+    layer_bits = {"layer3.*": {"weight_bits": 3, "activation_bits": 3},
+                  "layer1.0.conv2": {"weight_bits": 2, "activation_bits": 2}}
+    ramp = {"final_sparsity": 0.6, "initial_sparsity": 0.2, "scope": "layer", "exclude": ["conv1"], "end_epoch": 1}
+    config = QuantizeConfig(mode="qat", weight_bits=4, activation_bits=4, calibration_size=64, layer_bits=layer_bits,
+                            finetune={"epochs": 2, "optimizer": {"lr": 0.01}, "gradual_pruning": ramp})
+    result = quantize(trained, config, tmp_path / "qat", dataset=synthetic, progress=False)
+    inputs = inputs_from_artifact(result.path, PRESETS["brief"])[0]
+    stored = compute_score(inputs, PRESETS["brief"]).total
+    score_of = plan_scorer(trained, GradualPruningConfig.model_validate(ramp), synthetic)
+    assert score_of(layer_bits, 4, PRESETS["brief"]) == pytest.approx(stored, rel=1e-6)
+    dense = plan_scorer(trained, None, synthetic)
+    assert dense(layer_bits, 4, PRESETS["brief"]) > stored  # the pruned weights are not counted
+    assert dense({}, 4, PRESETS["brief"]) > dense(layer_bits, 4, PRESETS["brief"]) > dense({}, 3, PRESETS["brief"])
+    with pytest.raises(CompressionError, match="MACs"):
+        dense({}, 4, PRESETS["micronet-ops"])
+
+
+def test_cli_aims_the_suggestion_at_a_target_score(tmp_path, trained, synthetic, monkeypatch):
+    import slimbench.cli as cli
+    from slimbench.compress.sensitivity import plan_scorer
+
+    monkeypatch.setattr(cli, "_dataset_of", lambda checkpoint, data_dir: synthetic)
+    at_base = plan_scorer(trained, None, synthetic)({}, 4, PRESETS["brief"])
+    target = 0.85 * at_base
+    out = CliRunner().invoke(app, ["sensitivity", str(trained), "--bits", "2,3,4", "--images", "32",
+                                   "--target-score", f"{target:.6f}", "--json", str(tmp_path / "s.json")])
+    assert out.exit_code == 0, out.output
+    payload = json.loads((tmp_path / "s.json").read_text())
+    assert payload["score_at_base_bits"] == pytest.approx(at_base)
+    assert payload["score_suggested"] <= target and payload["layer_bits"]
+    assert "met" in out.output and "NOT met" not in out.output
+    # the printed plan really scores what the line says
+    scored = plan_scorer(trained, None, synthetic)(payload["layer_bits"], 4, PRESETS["brief"])
+    assert scored == pytest.approx(payload["score_suggested"])
+    both = CliRunner().invoke(app, ["sensitivity", str(trained), "--save", "0.001", "--target-score", "0.001"])
+    assert both.exit_code != 0 and "not both" in str(both.exception)
+    ops = CliRunner().invoke(app, ["sensitivity", str(trained), "--target-score", "0.001", "--rule", "micronet-ops"])
+    assert ops.exit_code != 0 and "MACs" in str(ops.exception)

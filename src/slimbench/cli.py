@@ -565,6 +565,10 @@ def sensitivity(
                                                  "trials before QAT).")] = None,
     save: Annotated[float | None, typer.Option(min=0, help="Score to take off: the suggestion stops once its "
                                                "moves save this much.")] = None,
+    target_score: Annotated[float | None, typer.Option(min=0, help="The score to reach (under --rule): the "
+                                                       "suggestion saves what every layer at --base-bits scores "
+                                                       "above it, counted as `score` will read the QAT artifact.")]
+        = None,
     protect: Annotated[float | None, typer.Option(min=0, help="Validation points: a layer that loses this much "
                                                   "at --base-bits goes up to --protect-bits.")] = None,
     protect_bits: Annotated[int, typer.Option(min=2, max=8, help="Bits of the protected layers.")] = 8,
@@ -597,7 +601,13 @@ def sensitivity(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from slimbench.artifact import atomic_write
-    from slimbench.compress.sensitivity import bit_sensitivity, plot_sensitivity, suggest_layer_bits, suggestion_effect
+    from slimbench.compress.sensitivity import (
+        bit_sensitivity,
+        plan_scorer,
+        plot_sensitivity,
+        suggest_layer_bits,
+        suggestion_effect,
+    )
     from slimbench.score import load_rule
 
     try:
@@ -606,10 +616,16 @@ def sensitivity(
         raise SlimbenchError(f"--bits takes comma-separated integers, got {bits!r}") from None
     if base_bits not in widths:
         widths = sorted({*widths, base_bits})
-    if budget is None and save is None and protect is None:
-        raise SlimbenchError("give --budget (validation points to spend), --save (score to take off), --protect "
-                             "(the drop that sends a layer up to --protect-bits), or several")
+    if budget is None and save is None and target_score is None and protect is None:
+        raise SlimbenchError("give --budget (validation points to spend), --save (score to take off), --target-score "
+                             "(the score to reach), --protect (the drop that sends a layer up to --protect-bits), "
+                             "or several")
+    if save is not None and target_score is not None:
+        raise SlimbenchError("give --save (score to take off) or --target-score (the score to reach), not both")
     score_rule = load_rule(rule)
+    if target_score is not None and score_rule.op_counting != "macs":
+        raise SlimbenchError(f"--target-score needs a rule that counts f as MACs; {score_rule.name!r} counts "
+                             f"{score_rule.op_counting}")
     ramp = None
     if sparsity is not None:
         from slimbench.config import validate
@@ -623,14 +639,36 @@ def sensitivity(
         def step(layer: str, width: int) -> None:
             bar.update(task, advance=1, description=f"{layer} at {width} bits")
 
-        report = bit_sensitivity(checkpoint, widths, images=images, dataset=_dataset_of(checkpoint, data_dir),
+        dataset = _dataset_of(checkpoint, data_dir)
+        report = bit_sensitivity(checkpoint, widths, images=images, dataset=dataset,
                                  on_step=step, weight_step_init=weight_step_init,
                                  activation_step_init=activation_step_init, count_params_at=ramp)
     keep = [report.layers[0].name, report.layers[-1].name] if keep_first_last and report.layers else []
     norms = (score_rule.param_norm, score_rule.op_norm)
-    chosen = suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,
-                                target_saving=save, keep=keep, protect=None if protect is None else protect / 100,
-                                protect_bits=protect_bits)
+    score_of = (plan_scorer(checkpoint, ramp, dataset, first_last_bits=8 if keep_first_last else None)
+                if score_rule.op_counting == "macs" else None)
+    base_score = score_of({}, base_bits, score_rule) if score_of else None
+
+    def suggest(saving: float | None) -> dict[str, dict[str, int]]:
+        return suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,
+                                  target_saving=saving, keep=keep, protect=None if protect is None else protect / 100,
+                                  protect_bits=protect_bits)
+
+    chosen = suggest(save) if target_score is None else {}
+    if target_score is not None and score_of and base_score is not None:
+        # the greedy ranks moves by a per-layer estimate; the exact score of its plan can stay a little above the
+        # target (batch norm and the dense first layer in qw), so the shortfall is asked for again, a few times
+        saving = max(base_score - target_score, 0.0)
+        chosen = suggest(saving)
+        for _ in range(5):
+            shortfall = score_of(chosen, base_bits, score_rule) - target_score
+            if shortfall <= 0:
+                break
+            wider = suggest(saving + shortfall)
+            if wider == chosen:
+                break
+            saving, chosen = saving + shortfall, wider
+    suggested_score = score_of(chosen, base_bits, score_rule) if score_of else None
     table = Table(title=_title(f"{checkpoint}: one layer at a time, validation points lost (float "
                                f"{_pct(report.reference_acc)} on {report.images:,} images)"), box=box.SIMPLE)
     params = "params" if ramp is None else f"params at {ramp.final_sparsity:.0%} ({ramp.scope})"
@@ -647,6 +685,14 @@ def sensitivity(
                   f"below {base_bits} bits for {100 * effect['drop_spent']:.2f} validation points summed over "
                   f"single-layer trials (before QAT, which recovers much of them); {effect['score_saved']:+.4f} off the "
                   f"'{score_rule.name}' score in all. As the quantize stage's layer_bits:")
+    if base_score is not None and suggested_score is not None:
+        where = "" if ramp is None else f", weights counted at {ramp.final_sparsity:.0%} {ramp.scope} sparsity"
+        aim = ""
+        if target_score is not None:
+            aim = (f": target {target_score:.5f} met" if suggested_score <= target_score else
+                   f": target {target_score:.5f} NOT met (no further move within the budget)")
+        console.print(f"'{score_rule.name}' score of the QAT plan{where}: every layer at w{base_bits}a{base_bits} "
+                      f"{base_score:.5f}, with the suggestion {suggested_score:.5f}{aim}")
     snippet = yaml.safe_dump({"layer_bits": chosen}, default_flow_style=None, sort_keys=False)
     console.print(snippet if chosen else "layer_bits: {}  # no move fits the budget", markup=False, highlight=False)
     if plot:
@@ -654,7 +700,8 @@ def sensitivity(
     if json_out:
         payload = {**report.to_dict(), "base_bits": base_bits, "budget_points": budget, "save": save,
                    "protect_points": protect, "protect_bits": protect_bits, "rule": score_rule.name,
-                   "layer_bits": chosen, "effect": effect}
+                   "layer_bits": chosen, "effect": effect, "target_score": target_score,
+                   "score_at_base_bits": base_score, "score_suggested": suggested_score}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(json_out, json.dumps(payload, indent=2).encode())
         console.print(f"json: {json_out}")
