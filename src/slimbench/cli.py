@@ -605,6 +605,7 @@ def sensitivity(
         bit_sensitivity,
         plan_scorer,
         plot_sensitivity,
+        suggest_for_target_score,
         suggest_layer_bits,
         suggestion_effect,
     )
@@ -649,25 +650,12 @@ def sensitivity(
                 if score_rule.op_counting == "macs" else None)
     base_score = score_of({}, base_bits, score_rule) if score_of else None
 
-    def suggest(saving: float | None) -> dict[str, dict[str, int]]:
-        return suggest_layer_bits(report, norms, base_bits=base_bits, budget=None if budget is None else budget / 100,
-                                  target_saving=saving, keep=keep, protect=None if protect is None else protect / 100,
-                                  protect_bits=protect_bits)
-
-    chosen = suggest(save) if target_score is None else {}
-    if target_score is not None and score_of and base_score is not None:
-        # the greedy ranks moves by a per-layer estimate; the exact score of its plan can stay a little above the
-        # target (batch norm and the dense first layer in qw), so the shortfall is asked for again, a few times
-        saving = max(base_score - target_score, 0.0)
-        chosen = suggest(saving)
-        for _ in range(5):
-            shortfall = score_of(chosen, base_bits, score_rule) - target_score
-            if shortfall <= 0:
-                break
-            wider = suggest(saving + shortfall)
-            if wider == chosen:
-                break
-            saving, chosen = saving + shortfall, wider
+    settings = {"base_bits": base_bits, "budget": None if budget is None else budget / 100, "keep": keep,
+                "protect": None if protect is None else protect / 100, "protect_bits": protect_bits}
+    if target_score is not None and score_of:
+        chosen = suggest_for_target_score(report, score_of, target_score, score_rule, **settings)
+    else:
+        chosen = suggest_layer_bits(report, norms, target_saving=save, **settings)
     suggested_score = score_of(chosen, base_bits, score_rule) if score_of else None
     table = Table(title=_title(f"{checkpoint}: one layer at a time, validation points lost (float "
                                f"{_pct(report.reference_acc)} on {report.images:,} images)"), box=box.SIMPLE)

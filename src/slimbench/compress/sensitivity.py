@@ -210,6 +210,33 @@ def suggest_layer_bits(report: SensitivityReport, norms: tuple[float, float], ba
     return dict(sorted(chosen.items()))
 
 
+def suggest_for_target_score(report: SensitivityReport,
+                             score_of: Callable[[dict[str, dict[str, int]], int, ScoreRule], float],
+                             target_score: float, rule: ScoreRule, base_bits: int = 4, budget: float | None = None,
+                             keep: Sequence[str] = (), protect: float | None = None,
+                             protect_bits: int = 8) -> dict[str, dict[str, int]]:
+    """:func:`suggest_layer_bits` asked for the saving that brings ``score_of`` (a :func:`plan_scorer`) from
+    every layer at ``base_bits`` down to ``target_score``. The greedy weighs each move by a per-layer estimate,
+    and the exact score of its plan can stay a little above the target (batch norm and the dense first layer
+    share qw), so the shortfall is asked for again, a few times, until the plan meets the target or no further
+    move fits ``budget``."""
+    def suggest(saving: float) -> dict[str, dict[str, int]]:
+        return suggest_layer_bits(report, (rule.param_norm, rule.op_norm), base_bits=base_bits, budget=budget,
+                                  target_saving=saving, keep=keep, protect=protect, protect_bits=protect_bits)
+
+    saving = max(score_of({}, base_bits, rule) - target_score, 0.0)
+    chosen = suggest(saving)
+    for _ in range(5):
+        shortfall = score_of(chosen, base_bits, rule) - target_score
+        if shortfall <= 0:
+            break
+        wider = suggest(saving + shortfall)
+        if wider == chosen:
+            break
+        saving, chosen = saving + shortfall, wider
+    return chosen
+
+
 def suggestion_effect(report: SensitivityReport, chosen: dict[str, dict[str, int]], base_bits: int,
                       norms: tuple[float, float]) -> dict[str, Any]:
     """What a suggestion does against every layer at ``base_bits``: the layers it moves up and down, the score it
