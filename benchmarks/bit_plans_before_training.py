@@ -23,10 +23,10 @@ from slimbench.artifact import load_model
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
 from slimbench.compress.qat import calibrate_activations, plan_bits
 from slimbench.compress.quantize import QuantizeConfig
-from slimbench.compress.sensitivity import plan_score
 from slimbench.measure.accuracy import evaluate
 from slimbench.models.lowbit import apply_lowbit
 from slimbench.score import PRESETS
+from slimbench.score.plan import plan_score
 from slimbench.sparsity import GradualPruningConfig
 from slimbench.sparsity.unstructured import prune_where_ramp_ends
 

@@ -176,8 +176,8 @@ def test_a_plans_score_is_what_score_reads_from_the_qat_run_of_that_plan(tmp_pat
     """`--target-score` aims at plan_scorer's figure, so it must be the one `slimbench score` will read from the
     artifact the QAT run stores: mixed bits, first and last at 8, weights counted where the ramp ends."""
     from slimbench.compress import QuantizeConfig, quantize
-    from slimbench.compress.sensitivity import plan_scorer
     from slimbench.score import inputs_from_artifact
+    from slimbench.score.plan import plan_scorer
 
     layer_bits = {"layer3.*": {"weight_bits": 3, "activation_bits": 3},
                   "layer1.0.conv2": {"weight_bits": 2, "activation_bits": 2}}
@@ -198,7 +198,7 @@ def test_a_plans_score_is_what_score_reads_from_the_qat_run_of_that_plan(tmp_pat
 
 def test_cli_aims_the_suggestion_at_a_target_score(tmp_path, trained, synthetic, monkeypatch):
     import slimbench.cli as cli
-    from slimbench.compress.sensitivity import plan_scorer
+    from slimbench.score.plan import plan_scorer
 
     monkeypatch.setattr(cli, "_dataset_of", lambda checkpoint, data_dir: synthetic)
     at_base = plan_scorer(trained, None, synthetic)({}, 4, PRESETS["brief"])

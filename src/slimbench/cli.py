@@ -603,13 +603,13 @@ def sensitivity(
     from slimbench.artifact import atomic_write
     from slimbench.compress.sensitivity import (
         bit_sensitivity,
-        plan_scorer,
         plot_sensitivity,
         suggest_for_target_score,
         suggest_layer_bits,
         suggestion_effect,
     )
     from slimbench.score import load_rule
+    from slimbench.score.plan import plan_scorer
 
     try:
         widths = sorted({int(b) for b in bits.split(",") if b.strip()})
@@ -653,7 +653,8 @@ def sensitivity(
     settings = {"base_bits": base_bits, "budget": None if budget is None else budget / 100, "keep": keep,
                 "protect": None if protect is None else protect / 100, "protect_bits": protect_bits}
     if target_score is not None and score_of:
-        chosen = suggest_for_target_score(report, score_of, target_score, score_rule, **settings)
+        chosen = suggest_for_target_score(report, lambda layer_bits: score_of(layer_bits, base_bits, score_rule),
+                                          target_score, norms, **settings)
     else:
         chosen = suggest_layer_bits(report, norms, target_saving=save, **settings)
     suggested_score = score_of(chosen, base_bits, score_rule) if score_of else None

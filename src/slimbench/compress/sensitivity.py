@@ -24,16 +24,13 @@ import torch
 
 from slimbench.artifact import load_artifact, load_model
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
-from slimbench.compress.qat import calibrate_activations, effective_bits, plan_bits
+from slimbench.compress.qat import calibrate_activations, plan_bits
 from slimbench.compress.quantize import QuantizeConfig, check_step_inits
 from slimbench.data import ImageDataset
 from slimbench.errors import CompressionError
 from slimbench.measure import count_model
 from slimbench.measure.accuracy import evaluate
-from slimbench.measure.counts import scored_nonzero, scored_weight_bits
-from slimbench.models import weight_parameters
 from slimbench.models.lowbit import apply_lowbit
-from slimbench.score import ScoreInputs, ScoreRule, compute_score
 from slimbench.sparsity.config import GradualPruningConfig
 from slimbench.sparsity.unstructured import prune_where_ramp_ends
 
@@ -123,46 +120,6 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
     return report
 
 
-def plan_score(model: torch.nn.Module, lineage: list[dict[str, Any]], config: QuantizeConfig, rule: ScoreRule,
-               images: torch.Tensor) -> float:
-    """The score a float model would get from the QAT run of ``config`` (its bits, layer_bits and
-    first_last_bits), as `slimbench score` would read it from the artifact: w the non-zero weights, qw averaged
-    over the weights as stored, op bits MAC-weighted. ``images``: a few inputs, to find each layer's input
-    signedness. A model pruned where its QAT ramp ends gives the score that run will store."""
-    if rule.op_counting != "macs":
-        raise CompressionError(f"a bit plan's score is computed for rules that count f as MACs; {rule.name!r} "
-                               f"counts {rule.op_counting}")
-    plan = plan_bits(model, config, images[:64])
-    bits = effective_bits(model, plan, tuple(images.shape[1:]))
-    # a float model's zeros are the weights pruning removed: qw averages over the others, as `score` does
-    kept = {name: p != 0 for name, p in weight_parameters(model) if bool((p == 0).any())}
-    qw = scored_weight_bits(model, {"mode": "qat", "layers": plan}, lineage, kept)
-    inputs = ScoreInputs(w=scored_nonzero(model, {}, lineage), f=count_model(model, tuple(images.shape[1:])).macs,
-                         qw=qw, qa=bits["activation_bits"], op_bits=bits["op_bits"])
-    return compute_score(inputs, rule).total
-
-
-def plan_scorer(checkpoint: str | Path, count_params_at: GradualPruningConfig | None = None,
-                dataset: ImageDataset | None = None, first_last_bits: int | None = 8,
-                ) -> Callable[[dict[str, dict[str, int]], int, ScoreRule], float]:
-    """``score(layer_bits, base_bits, rule)`` for a float artifact's QAT plans (:func:`plan_score`), counted
-    where ``count_params_at``'s ramp ends when given: what `sensitivity --target-score` aims the suggestion at."""
-    artifact = load_artifact(checkpoint)
-    data = dataset_for(artifact, dataset)
-    images = data.train_x[calibration_indices(data, artifact, 64, 0)]
-    model, _ = load_model(checkpoint)
-    if count_params_at is not None:
-        prune_where_ramp_ends(model, count_params_at)
-    model.eval()
-
-    def score(layer_bits: dict[str, dict[str, int]], base_bits: int, rule: ScoreRule) -> float:
-        config = QuantizeConfig(mode="qat", weight_bits=base_bits, activation_bits=base_bits,
-                                first_last_bits=first_last_bits, layer_bits=layer_bits)
-        return plan_score(model, artifact.lineage, config, rule, images)
-
-    return score
-
-
 def score_saved(layer: LayerSensitivity, bits: int, base_bits: int, norms: tuple[float, float]) -> float:
     """What moving one layer from ``base_bits`` to ``bits`` (weights and inputs) takes off a score whose
     normalisers are ``norms`` (parameters, MACs: a score rule's ``param_norm`` and ``op_norm``)."""
@@ -210,24 +167,23 @@ def suggest_layer_bits(report: SensitivityReport, norms: tuple[float, float], ba
     return dict(sorted(chosen.items()))
 
 
-def suggest_for_target_score(report: SensitivityReport,
-                             score_of: Callable[[dict[str, dict[str, int]], int, ScoreRule], float],
-                             target_score: float, rule: ScoreRule, base_bits: int = 4, budget: float | None = None,
-                             keep: Sequence[str] = (), protect: float | None = None,
+def suggest_for_target_score(report: SensitivityReport, score_of: Callable[[dict[str, dict[str, int]]], float],
+                             target_score: float, norms: tuple[float, float], base_bits: int = 4,
+                             budget: float | None = None, keep: Sequence[str] = (), protect: float | None = None,
                              protect_bits: int = 8) -> dict[str, dict[str, int]]:
-    """:func:`suggest_layer_bits` asked for the saving that brings ``score_of`` (a :func:`plan_scorer`) from
-    every layer at ``base_bits`` down to ``target_score``. The greedy weighs each move by a per-layer estimate,
-    and the exact score of its plan can stay a little above the target (batch norm and the dense first layer
-    share qw), so the shortfall is asked for again, a few times, until the plan meets the target or no further
-    move fits ``budget``."""
+    """:func:`suggest_layer_bits` asked for the saving that brings ``score_of(layer_bits)`` (the exact score of a
+    QAT plan at ``base_bits``, e.g. from `slimbench.score.plan_scorer`) from no move down to ``target_score``. The
+    greedy weighs each move by a per-layer estimate, and the exact score of its plan can stay a little above the
+    target (batch norm and the dense first layer share qw), so the shortfall is asked for again, a few times,
+    until the plan meets the target or no further move fits ``budget``."""
     def suggest(saving: float) -> dict[str, dict[str, int]]:
-        return suggest_layer_bits(report, (rule.param_norm, rule.op_norm), base_bits=base_bits, budget=budget,
-                                  target_saving=saving, keep=keep, protect=protect, protect_bits=protect_bits)
+        return suggest_layer_bits(report, norms, base_bits=base_bits, budget=budget, target_saving=saving,
+                                  keep=keep, protect=protect, protect_bits=protect_bits)
 
-    saving = max(score_of({}, base_bits, rule) - target_score, 0.0)
+    saving = max(score_of({}) - target_score, 0.0)
     chosen = suggest(saving)
     for _ in range(5):
-        shortfall = score_of(chosen, base_bits, rule) - target_score
+        shortfall = score_of(chosen) - target_score
         if shortfall <= 0:
             break
         wider = suggest(saving + shortfall)
