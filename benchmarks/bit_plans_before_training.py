@@ -26,7 +26,7 @@ from slimbench.compress.quantize import QuantizeConfig
 from slimbench.measure.accuracy import evaluate
 from slimbench.models.lowbit import apply_lowbit
 from slimbench.score import PRESETS
-from slimbench.score.plan import plan_score
+from slimbench.score.plan import score_of_plan
 from slimbench.sparsity import GradualPruningConfig
 from slimbench.sparsity.unstructured import prune_where_ramp_ends
 
@@ -83,8 +83,8 @@ def main() -> None:
         weight_bits, activation_bits, layer_bits = PLANS[name]
         config = QuantizeConfig(mode="qat", weight_bits=weight_bits, activation_bits=activation_bits,
                                 first_last_bits=8, layer_bits=layer_bits)
-        score = plan_score(model, artifact.lineage, config, PRESETS["brief"], calibration)
         plan = plan_bits(model, config, calibration[:64])
+        score = score_of_plan(model, artifact.lineage, plan, PRESETS["brief"], tuple(calibration.shape[1:]))
         accuracy = {}
         for label, weights, inputs in (("max", "max", "percentile"), ("mse", "mse", "percentile"),
                                        ("mse+act", "mse", "mse")):

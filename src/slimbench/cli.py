@@ -672,8 +672,9 @@ def sensitivity(
     effect = suggestion_effect(report, chosen, base_bits, norms)
     console.print(f"suggestion: {len(effect['up'])} layer(s) protected at {protect_bits} bits, {len(effect['down'])} "
                   f"below {base_bits} bits for {100 * effect['drop_spent']:.2f} validation points summed over "
-                  f"single-layer trials (before QAT, which recovers much of them); {effect['score_saved']:+.4f} off the "
-                  f"'{score_rule.name}' score in all. As the quantize stage's layer_bits:")
+                  f"single-layer trials (before QAT, which recovers much of them)"
+                  + ("" if base_score is not None else f"; about {effect['score_saved']:+.4f} off the "
+                     f"'{score_rule.name}' score in all by the per-layer estimate") + ".")
     if base_score is not None and suggested_score is not None:
         where = "" if ramp is None else f", weights counted at {ramp.final_sparsity:.0%} {ramp.scope} sparsity"
         aim = ""
@@ -682,6 +683,7 @@ def sensitivity(
                    f": target {target_score:.5f} NOT met (no further move within the budget)")
         console.print(f"'{score_rule.name}' score of the QAT plan{where}: every layer at w{base_bits}a{base_bits} "
                       f"{base_score:.5f}, with the suggestion {suggested_score:.5f}{aim}")
+    console.print("As the quantize stage's layer_bits:")
     snippet = yaml.safe_dump({"layer_bits": chosen}, default_flow_style=None, sort_keys=False)
     console.print(snippet if chosen else "layer_bits: {}  # no move fits the budget", markup=False, highlight=False)
     if plot:

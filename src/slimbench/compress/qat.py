@@ -46,7 +46,7 @@ from slimbench.compress.quantize import QuantizeConfig, QuantizeResult, check_st
 from slimbench.config import dump_yaml, read_yaml, validate
 from slimbench.data import ImageDataset, normalize
 from slimbench.errors import CompressionError, ConfigError
-from slimbench.measure import count_model
+from slimbench.measure import ModelCounts, count_model
 from slimbench.models import build_model, weight_parameters
 from slimbench.models.lowbit import apply_lowbit, is_lowbit, snap_weights
 from slimbench.models.structure import apply_structure
@@ -94,9 +94,11 @@ def plan_bits(model: nn.Module, config: QuantizeConfig, images: torch.Tensor) ->
 
 
 def effective_bits(model: nn.Module, plan: dict[str, dict[str, Any]],
-                   input_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, float]:
-    """Parameter-weighted weight bits, MAC-weighted activation bits and MAC-weighted max(qw, qa)."""
-    counts = count_model(model, input_shape)
+                   input_shape: tuple[int, ...] = (3, 32, 32), counts: ModelCounts | None = None,
+                   ) -> dict[str, float]:
+    """Parameter-weighted weight bits, MAC-weighted activation bits and MAC-weighted max(qw, qa). ``counts``:
+    the model's count at ``input_shape``, where the caller has it already."""
+    counts = counts if counts is not None else count_model(model, input_shape)
     params = {name: p.numel() for name, p in weight_parameters(model)}
     total_params = sum(params.values())
     weight_bit_total = 0.0

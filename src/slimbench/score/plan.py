@@ -30,16 +30,23 @@ def plan_score(model: torch.nn.Module, lineage: list[dict[str, Any]], config: Qu
     first_last_bits), as `slimbench score` would read it from the artifact: w the non-zero weights, qw averaged
     over the weights as stored, op bits MAC-weighted. ``images``: a few inputs, to find each layer's input
     signedness. A model pruned where its QAT ramp ends gives the score that run will store."""
+    return score_of_plan(model, lineage, plan_bits(model, config, images[:64]), rule, tuple(images.shape[1:]))
+
+
+def score_of_plan(model: torch.nn.Module, lineage: list[dict[str, Any]], plan: dict[str, dict[str, Any]],
+                  rule: ScoreRule, input_shape: tuple[int, ...] = (3, 32, 32)) -> float:
+    """:func:`plan_score` for a plan already made by `compress.qat.plan_bits` (a caller that quantizes with the
+    same plan makes it once)."""
     if rule.op_counting != "macs":
         raise CompressionError(f"a bit plan's score is computed for rules that count f as MACs; {rule.name!r} "
                                f"counts {rule.op_counting}")
-    plan = plan_bits(model, config, images[:64])
-    bits = effective_bits(model, plan, tuple(images.shape[1:]))
+    counts = count_model(model, input_shape)
+    bits = effective_bits(model, plan, input_shape, counts)
     # a float model's zeros are the weights pruning removed: qw averages over the others, as `score` does
     kept = {name: p != 0 for name, p in weight_parameters(model) if bool((p == 0).any())}
     qw = scored_weight_bits(model, {"mode": "qat", "layers": plan}, lineage, kept)
-    inputs = ScoreInputs(w=scored_nonzero(model, {}, lineage), f=count_model(model, tuple(images.shape[1:])).macs,
-                         qw=qw, qa=bits["activation_bits"], op_bits=bits["op_bits"])
+    inputs = ScoreInputs(w=scored_nonzero(model, {}, lineage), f=counts.macs, qw=qw,
+                         qa=bits["activation_bits"], op_bits=bits["op_bits"])
     return compute_score(inputs, rule).total
 
 
