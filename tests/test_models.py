@@ -156,3 +156,29 @@ def test_update_batch_norms_restarts_or_continues_the_statistics_and_restores_th
     with pytest.raises(ValueError, match="no images"):
         update_batch_norms(model.eval(), [])
     assert torch.equal(norm.running_mean, before) and not model.training
+
+
+def test_reinitialize_draws_weights_as_the_constructor_does_at_the_sizes_they_have_now():
+    from slimbench.models.common import reinitialize
+
+    resnet = build_model({"model": "resnet20"})
+    resnet.layer1[0].conv1 = nn.Conv2d(16, 8, 3, 1, 1, bias=False)  # a pruned layer, smaller than built
+    with torch.no_grad():
+        for p in resnet.parameters():
+            p.fill_(0.5)
+        resnet.bn1.running_mean.fill_(3.0)
+    reinitialize(resnet)
+    conv = resnet.layer1[0].conv1.weight
+    assert conv.std().item() == pytest.approx((2 / (8 * 9)) ** 0.5, rel=0.15)  # He, fan_out of the pruned size
+    assert resnet.fc.weight.std().item() == pytest.approx((2 / 64) ** 0.5, rel=0.25)  # He for fc, as built
+    assert torch.all(resnet.bn1.weight == 1) and torch.all(resnet.bn1.bias == 0)
+    assert torch.all(resnet.bn1.running_mean == 0) and int(resnet.bn1.num_batches_tracked) == 0
+    airnet = build_model({"model": "airnet", "dirac": True})
+    with torch.no_grad():
+        for p in airnet.parameters():
+            p.zero_()
+    reinitialize(airnet)
+    conv = airnet.layer1.conv1
+    identity = torch.zeros_like(conv.weight[:conv.in_channels])
+    nn.init.dirac_(identity)
+    assert torch.equal(conv.weight[:conv.in_channels], identity)  # its identity start kept

@@ -424,3 +424,46 @@ def test_precise_bn_sets_the_statistics_from_training_images_and_leaves_training
     assert not torch.allclose(moving.bn1.running_mean, expected, atol=1e-3)
     with pytest.raises(ValueError, match="precise_bn"):
         small_config(precise_bn=256, ema_decay=0.99)
+
+
+def test_fresh_weights_keep_the_parents_structure_masks_and_lineage_not_its_weights(tmp_path, trained, synthetic):
+    """Scratch training of a pruned structure (Liu et al. 2019): the pruned shape, the recorded masks and the
+    lineage come from init_from, the weights are drawn anew, so the learned 0.9+ accuracy is gone."""
+    from slimbench.compress import PruneConfig, prune
+    from slimbench.models.common import reinitialize
+
+    slim = prune(trained, PruneConfig(ratio=0.3), run_dir=tmp_path / "slim", dataset=synthetic, progress=False)
+    sparse = prune(slim.model_path, PruneConfig(kind="unstructured", ratio=0.5, scope="layer", exclude=["conv1"]),
+                   run_dir=tmp_path / "sparse", dataset=synthetic, progress=False)
+    parent_model, parent = load_model(sparse.model_path)
+    # lr ~0: the run ends where it started, at the fresh weights
+    fresh = train(small_config(epochs=1, init_from=str(sparse.model_path), fresh_weights=True, seed=3,
+                               optimizer={"lr": 1e-9, "weight_decay": 0.0}),
+                  run_dir=tmp_path / "fresh", progress=False, dataset=synthetic)
+    model, artifact = load_model(fresh.model_path)
+    assert artifact.structure == parent.structure
+    assert [s["stage"] for s in artifact.lineage] == ["train", "prune", "prune", "train"]
+    assert artifact.lineage[-1]["config"]["fresh_weights"] is True
+    assert artifact.masks.keys() == parent.masks.keys() and artifact.masks
+    for name, mask in artifact.masks.items():
+        assert torch.count_nonzero(artifact.state[name][~mask.bool()]) == 0, name
+    assert load_model(trained)[1].metrics["test_acc"] > 0.9 and fresh.metrics["test_acc"] < 0.4  # chance is 0.1
+    torch.manual_seed(3)
+    expected = reinitialize(parent_model)
+    for name, weight in expected.state_dict().items():
+        if name.endswith("conv1.weight") or name == "fc.weight":
+            mask = parent.masks.get(name)
+            want = weight * mask.view_as(weight) if mask is not None else weight
+            assert torch.allclose(model.state_dict()[name], want, atol=1e-5), name
+            assert not torch.allclose(want, parent.state[name], atol=1e-3), name
+
+
+def test_fresh_weights_need_a_float_model_to_take_the_structure_from(tmp_path, trained, synthetic):
+    from slimbench.compress.quantize import QuantizeConfig, quantize
+
+    with pytest.raises(ConfigError, match="fresh_weights keeps the structure of init_from"):
+        train(small_config(epochs=1, fresh_weights=True), run_dir=tmp_path / "a", progress=False, dataset=synthetic)
+    half = quantize(trained, QuantizeConfig(mode="fp16"), tmp_path / "half", dataset=synthetic)
+    with pytest.raises(ConfigError, match=r"is quantized .*start from its float parent"):
+        train(small_config(epochs=1, init_from=str(half.path), fresh_weights=True), run_dir=tmp_path / "b",
+              progress=False, dataset=synthetic)

@@ -51,9 +51,13 @@ class AirNet(nn.Module):
             in_planes = planes
         self.layer1, self.layer2, self.layer3 = groups
         self.fc = nn.Linear(in_planes, num_classes)
+        self.dirac = dirac
+        self.reset_weights()
+
+    def reset_weights(self) -> None:
         init_weights(self)
-        if dirac:  # each 3x3 convolution starts by passing its inputs through: a residual path without the add
-            for group in groups:
+        if self.dirac:  # each 3x3 convolution starts by passing its inputs through: a residual path without the add
+            for group in (self.layer1, self.layer2, self.layer3):
                 for conv in (group.conv1, group.conv2):
                     nn.init.dirac_(conv.weight.data[:conv.in_channels])
 

@@ -31,6 +31,20 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def reinitialize(model: nn.Module) -> nn.Module:
+    """Draw every weight anew as the model's constructor does (its ``reset_weights``, else :func:`init_weights`),
+    at the layer sizes it has now: a pruned structure trained from scratch keeps only its shape."""
+    reset = getattr(model, "reset_weights", None)
+    if callable(reset):
+        reset()
+    else:
+        init_weights(model)
+    for module in model.modules():  # running statistics too: a fresh model has seen no batch
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+    return model
+
+
 def check_stem(stem: str) -> None:
     if stem not in ("cifar", "imagenet"):
         raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")

@@ -75,6 +75,9 @@ class CifarResNet(nn.Module):
         layers, in_planes = make_stages(lambda i, o, s: BasicBlock(i, o, s, shortcut), widths[0], widths, (blocks,) * 3)
         self.layer1, self.layer2, self.layer3 = layers
         self.fc = nn.Linear(in_planes, num_classes)
+        self.reset_weights()
+
+    def reset_weights(self) -> None:
         init_weights(self)
         nn.init.kaiming_normal_(self.fc.weight)  # the paper's CIFAR nets use He init for fc too
 

@@ -78,6 +78,10 @@ class TrainConfig(StrictModel):
     name: str | None = None
     model: dict[str, Any] = {"model": DEFAULT_MODEL}
     init_from: str | None = None  # start from this artifact's weights (fine-tuning)
+    # with init_from: keep its structure, masks and lineage but draw the weights anew from `seed`, as the
+    # architecture's constructor does (a pruned structure trained from scratch, Liu et al. 2019); whiten_stem and
+    # zero_init_residual then apply as to a fresh model
+    fresh_weights: bool = False
     data: DataConfig = DataConfig()
     epochs: int = Field(60, gt=0)
     batch_size: int = Field(128, gt=0)

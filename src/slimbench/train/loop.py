@@ -48,6 +48,7 @@ from slimbench.measure.accuracy import (
     resolve_precision,
 )
 from slimbench.models import build_model, count_parameters
+from slimbench.models.common import reinitialize
 from slimbench.models.lowbit import load_state_in_place, snap_weights
 from slimbench.models.norms import batch_norms, update_batch_norms
 from slimbench.runs import DB_NAME, ResultsStore, make_run_dir
@@ -287,14 +288,18 @@ class _Trainer:
             # Weights that pruning removed stay zero while fine-tuning: the parent's recorded masks (for an
             # artifact from before they were recorded, the zeros of the tensors its lineage names as pruned).
             masks = pruning_masks(parent.state, self.lineage, parent.masks)
+            if config.fresh_weights and resume_from is None:
+                if self.quant:
+                    raise ConfigError(f"fresh_weights: {config.init_from} is quantized ({self.quant.get('mode')}); "
+                                      "start from its float parent")
+                torch.manual_seed(config.seed)
+                self._fresh_start(reinitialize(model), train_idx)
         else:
+            if config.fresh_weights:  # a study's train stage fills init_from in, so the config alone cannot tell
+                raise ConfigError("fresh_weights keeps the structure of init_from: name the model to take it from")
             torch.manual_seed(config.seed)
             model = build_model(spec)
-            if config.zero_init_residual:
-                zero_residual_branches(model)
-            if config.whiten_stem:  # from the training images only: validation and test stay unseen
-                pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
-                whiten_first_conv(model, self.dataset.train_x[train_idx[pick[:5000]]])
+            self._fresh_start(model, train_idx)
         wanted = preferred_channels_last(self.device, config.compile) if config.channels_last == "auto" \
             else config.channels_last
         self.channels_last = wanted and channels_last_is_safe(model)
@@ -454,6 +459,14 @@ class _Trainer:
         return x.contiguous(memory_format=layout)
 
     @torch.no_grad()
+    def _fresh_start(self, model: nn.Module, train_idx: torch.Tensor) -> None:
+        config = self.cfg
+        if config.zero_init_residual:
+            zero_residual_branches(model)
+        if config.whiten_stem:  # from the training images only: validation and test stay unseen
+            pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
+            whiten_first_conv(model, self.dataset.train_x[train_idx[pick[:5000]]])
+
     def _check_teacher(self, path: str) -> None:
         """A teacher must take these images and score these classes; said before the first step, not in it."""
         probe = normalize(self.dataset.train_x[:2].to(self.device), channels_last=self.channels_last)
