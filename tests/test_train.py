@@ -456,6 +456,15 @@ def test_fresh_weights_keep_the_parents_structure_masks_and_lineage_not_its_weig
             want = weight * mask.view_as(weight) if mask is not None else weight
             assert torch.allclose(model.state_dict()[name], want, atol=1e-5), name
             assert not torch.allclose(want, parent.state[name], atol=1e-3), name
+    # what follows it inherits its recipe, not its fresh start: a fine-tune goes on from the weights it has
+    learned = train(small_config(epochs=1, init_from=str(sparse.model_path), fresh_weights=True, seed=3),
+                    run_dir=tmp_path / "learned", progress=False, dataset=synthetic)
+    artifact = load_model(learned.model_path)[1]
+    tuned = prune(learned.model_path, PruneConfig(kind="unstructured", ratio=0.6, scope="layer", exclude=["conv1"],
+                                                finetune={"epochs": 1, "optimizer": {"lr": 1e-9}}),
+                  run_dir=tmp_path / "tuned", dataset=synthetic, progress=False)
+    _, after = load_model(tuned.model_path)
+    assert torch.allclose(after.state["conv1.weight"], artifact.state["conv1.weight"], atol=1e-5)
 
 
 def test_fresh_weights_need_a_float_model_to_take_the_structure_from(tmp_path, trained, synthetic):

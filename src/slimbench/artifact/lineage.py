@@ -23,8 +23,10 @@ def training_config(lineage: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A training config without what names its run (name, start, teacher): what a run continuing it inherits."""
-    return {key: value for key, value in config.items() if key not in ("name", "init_from", "distill")}
+    """A training config without what names its run (name, start, teacher): what a run continuing it inherits.
+    ``fresh_weights`` is part of the start: a fine-tune of a model trained from scratch keeps its weights."""
+    return {key: value for key, value in config.items()
+            if key not in ("name", "init_from", "fresh_weights", "distill")}
 
 
 def training_data(lineage: list[dict[str, Any]]) -> dict[str, Any]:
