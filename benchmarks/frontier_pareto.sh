@@ -37,6 +37,7 @@ M=(
 '92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide + 40->70% sparse during w3a3 (layer 3), 40 ep, seed 2 (s45)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-onnx/model.pt'
 'its ONNX export (s45)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-onnx/model.lowbit.onnx::benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40-l3w3a3-e40-gradual70-actmse-seed2-onnx/model.pt'
 '92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide + 40% sparse, fp32 (s45)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide-sparse40/model.pt'
+'the two-step 50% structure trained from scratch, 80 ep of the strong recipe, fp32 (s50)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-scratch80/model.pt'
 '92.57% parent: pruned 30% then 50% r8 distilled from airnet-wide, fp32 (s45)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-wide/model.pt'
 '92.57% parent: pruned 30% then 50% r8 + 40->70% sparse during w3a3 (layer 3), least-error input steps, 40 ep, seed 2 (s44)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-sparse40-l3w3a3-e40-gradual70-actmse-seed2/model.pt'
 '92.57% parent: pruned 30% then 50% r8 + 40->70% sparse during w3a3 (layer 3), least-error input steps, 40 ep, seed 3 (s44)=benchmarks/results/frontier-strongkd/s2-prune30-then50-r8-sparse40-l3w3a3-e40-gradual70-actmse-seed3/model.pt'
