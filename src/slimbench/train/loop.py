@@ -458,7 +458,6 @@ class _Trainer:
         layout = torch.channels_last if self.teacher_channels_last else torch.contiguous_format
         return x.contiguous(memory_format=layout)
 
-    @torch.no_grad()
     def _fresh_start(self, model: nn.Module, train_idx: torch.Tensor) -> None:
         config = self.cfg
         if config.zero_init_residual:
@@ -467,6 +466,7 @@ class _Trainer:
             pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(config.seed))
             whiten_first_conv(model, self.dataset.train_x[train_idx[pick[:5000]]])
 
+    @torch.no_grad()
     def _check_teacher(self, path: str) -> None:
         """A teacher must take these images and score these classes; said before the first step, not in it."""
         probe = normalize(self.dataset.train_x[:2].to(self.device), channels_last=self.channels_last)
