@@ -857,3 +857,19 @@ def test_keep_refuses_an_unfinished_experiment(tmp_path, synthetic, interrupt_ne
     with pytest.raises(ConfigError, match="base is not finished: its prune stage is pending"):
         keep_experiment(Study.model_validate(TWO), tmp_path / "study", "base", tmp_path / "kept")
     assert not (tmp_path / "kept").exists()
+
+
+def test_fresh_weights_without_a_model_is_refused_when_the_study_loads(tmp_path):
+    """A first stage with fresh_weights has no structure to keep: the study fails on load, not when that stage
+    comes up after the others have trained; from a model before it, it loads."""
+    train = {"epochs": 1, "fresh_weights": True}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"name": "fresh", "data": {"name": "synthetic"},
+                                    "experiments": [{"name": "x", "stages": [{"train": train}]}]}))
+    with pytest.raises(ConfigError, match=r"'x', stage 1 \(train\): fresh_weights keeps the structure"):
+        load_study(path)
+    path.write_text(yaml.safe_dump({"name": "fresh", "data": {"name": "synthetic"}, "experiments": [
+        {"name": "parent", "stages": [{"train": {"epochs": 1}}]},
+        {"name": "x", "from": "parent", "stages": [{"train": train}]},
+        {"name": "y", "stages": [{"train": {"epochs": 1}}, {"train": train}]}]}))
+    assert [e.name for e in load_study(path).experiments] == ["parent", "x", "y"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from slimbench.artifact import load_artifact, load_model
+from slimbench.artifact import build_from_artifact, load_artifact
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
 from slimbench.compress.qat import calibrate_activations, plan_bits
 from slimbench.compress.quantize import QuantizeConfig, check_step_inits
@@ -86,8 +86,7 @@ def bit_sensitivity(checkpoint: str | Path, bits: Sequence[int] = BITS, images: 
                                "validation images only, never on the test set")
     val_x, val_y = held_out[0][:images], held_out[1][:images]
     calibration = data.train_x[calibration_indices(data, artifact, calibration_size, seed)]
-    model, _ = load_model(checkpoint)
-    model.eval()
+    model = build_from_artifact(artifact, checkpoint).eval()
     num_classes = data.num_classes
     reference = evaluate(model, val_x, val_y, num_classes, channels_last=False).accuracy
     counted = model

@@ -126,6 +126,10 @@ class Study(StrictModel):
                     if kind == "train" and starts_from_model and (config or {}).get("init_from"):
                         raise ValueError("init_from names a file, but this stage starts from the model before it; "
                                          "set init_from: null to start from that model")
+                    if (kind == "train" and not starts_from_model and (config or {}).get("fresh_weights")
+                            and not (config or {}).get("init_from")):
+                        raise ValueError("fresh_weights keeps the structure of the model this stage starts from, and "
+                                         "there is none (add from:, checkpoint: or init_from)")
                     if kind == "train" and not starts_from_model and (config or {}).get("recipe") == "parent":
                         raise ValueError("recipe: parent takes the recipe of the model before this stage, and there "
                                          "is none (add from: or checkpoint:)")
