@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from slimbench.artifact import Artifact, atomic_write, lineage_step, load_artifact, load_model, write_sidecar
+from slimbench.artifact import Artifact, atomic_write, build_from_artifact, lineage_step, load_artifact, load_model, write_sidecar
 from slimbench.artifact import save_artifact as save_torch_artifact
 from slimbench.compress.calibration import calibration_indices, dataset_for, validation_images
 from slimbench.config import StrictModel
@@ -184,7 +184,7 @@ def quantize(checkpoint: str | Path, config: QuantizeConfig, out_dir: str | Path
     parent = load_artifact(checkpoint)
     if parent.quant:
         raise CompressionError(f"{checkpoint} is already quantized ({parent.quant.get('mode')}); quantize its float parent")
-    model, _ = load_model(checkpoint)
+    model = build_from_artifact(parent, checkpoint).eval()
     data = dataset_for(parent, dataset)
     test_x, test_y = data.test_x, data.test_y
     input_shape = tuple(test_x.shape[1:])

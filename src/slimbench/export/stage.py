@@ -18,8 +18,8 @@ from torch import nn
 from slimbench.artifact import (
     Artifact,
     atomic_write,
+    build_from_artifact,
     load_artifact,
-    load_model,
     read_sidecar,
     update_sidecar_metrics,
     write_sidecar,
@@ -105,7 +105,7 @@ def export(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parent = load_artifact(checkpoint)
-    model, _ = load_model(checkpoint)
+    model = build_from_artifact(parent, checkpoint).eval()
     if parent.quant and parent.quant.get("dtype"):
         model = model.float()  # a half-precision artifact exports from its (exactly representable) float copy
     data = dataset_for(parent, dataset)
@@ -146,7 +146,7 @@ def record_network_figures(path: Path, checkpoint: Path, model: nn.Module, paren
 
     quant = read_sidecar(path).get("quant") or {}
     memory = memory_at_stored_bits(model.float(), input_shape, quant, parent.spec, parent.structure)
-    source_model, _ = load_model(checkpoint)  # as the scorer loads it, so both count the same network
+    source_model = build_from_artifact(parent, checkpoint).eval()  # as the scorer loads it: both count one network
     qw = scored_weight_bits(source_model, quant, parent.lineage, parent.masks)
     micronet_params, micronet_ops = micronet_inputs(source_model.float(), quant, qw)
     figures: dict[str, Any] = {"micronet_params": micronet_params, "micronet_ops": micronet_ops,

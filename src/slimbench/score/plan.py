@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from slimbench.artifact import load_artifact, load_model
+from slimbench.artifact import build_from_artifact, load_artifact
 from slimbench.compress.calibration import calibration_indices, dataset_for
 from slimbench.compress.qat import effective_bits, plan_bits
 from slimbench.compress.quantize import QuantizeConfig
@@ -58,7 +58,7 @@ def plan_scorer(checkpoint: str | Path, count_params_at: GradualPruningConfig | 
     artifact = load_artifact(checkpoint)
     data = dataset_for(artifact, dataset)
     images = data.train_x[calibration_indices(data, artifact, 64, 0)]
-    model, _ = load_model(checkpoint)
+    model = build_from_artifact(artifact, checkpoint)
     if count_params_at is not None:
         prune_where_ramp_ends(model, count_params_at)
     model.eval()
